@@ -118,8 +118,7 @@ def _attach(ctx: Context, args: argparse.Namespace) -> int:
 
 def _exec(ctx: Context, args: argparse.Namespace) -> int:
     from dockyard.cli.run_flags import _parse_env_file
-    from dockyard.containers.config import merge_env
-    from dockyard.runtime.process import resolve_process
+    from dockyard.runtime.process import expand_host_env, replace_or_append, resolve_process
 
     container = ctx.containers.get(args.container)
     if container.state.status == "paused":
@@ -139,12 +138,22 @@ def _exec(ctx: Context, args: argparse.Namespace) -> int:
     # Resolve user and working dir as `run` does, inside this container's root.
     from dataclasses import replace
 
-    exec_spec = replace(spec, entrypoint=[], cmd=command, user=args.user if args.user is not None else spec.user,
-                        working_dir=args.workdir if args.workdir is not None else spec.working_dir,
-                        env=[])
+    exec_spec = replace(
+        spec,
+        entrypoint=[],
+        cmd=command,
+        user=args.user if args.user is not None else spec.user,
+        working_dir=args.workdir if args.workdir is not None else spec.working_dir,
+        env=[],
+    )
     image_config = {"config": dict(container.config, Env=container.config.get("Env") or [])}
-    process = resolve_process(exec_spec, image_config, ctx.paths.container_dir(container.id) / "merged")
-    env = merge_env(process.env, env_overrides)
+    process = resolve_process(
+        exec_spec,
+        image_config,
+        ctx.paths.container_dir(container.id) / "merged",
+        hostname=container.config.get("Hostname") or container.id[:12],
+    )
+    env = replace_or_append(process.env, expand_host_env(env_overrides))
     argv = ctx.containers.runc.exec_argv(
         container.id,
         command,
@@ -160,7 +169,7 @@ def _exec(ctx: Context, args: argparse.Namespace) -> int:
     code = proc.returncode
     err = proc.stderr.decode(errors="replace") if proc.stderr else ""
     if code == 255 and ("exec failed" in err or "unable to start container process" in err):
-        from dockyard.runtime.runc import clean_error  # type: ignore[attr-defined]
+        from dockyard.runtime.runc import clean_error
 
         raise CommandNotExecutable(f"OCI runtime exec failed: {clean_error(err)}")
     if err:

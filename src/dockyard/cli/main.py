@@ -54,6 +54,27 @@ COMMAND_MODULES: dict[str, str] = {
     "export": "fs_commands",
     "version": "misc_commands",
     "info": "misc_commands",
+    # registries
+    "pull": "registry_commands",
+    "push": "registry_commands",
+    "login": "registry_commands",
+    "logout": "registry_commands",
+    "manifest inspect": "registry_commands",
+    # volumes
+    "volume create": "volume_commands",
+    "volume ls": "volume_commands",
+    "volume inspect": "volume_commands",
+    "volume rm": "volume_commands",
+    "volume prune": "volume_commands",
+    # networks
+    "network create": "network_commands",
+    "network ls": "network_commands",
+    "network inspect": "network_commands",
+    "network rm": "network_commands",
+    "network prune": "network_commands",
+    "network connect": "network_commands",
+    "network disconnect": "network_commands",
+    "port": "network_commands",
 }
 
 # management-command forms ("docker container ls") -> the short command
@@ -73,6 +94,11 @@ ALIASES: dict[str, str] = {
     "container inspect": "inspect",
     "container commit": "commit",
     "container export": "export",
+    "volume list": "volume ls",
+    "volume remove": "volume rm",
+    "network list": "network ls",
+    "network remove": "network rm",
+    "container port": "port",
 }
 for _name in (
     "create run start stop kill restart rm wait rename pause unpause logs attach exec top stats "
@@ -140,11 +166,19 @@ def resolve_command(words: list[str]) -> tuple[str, list[str]]:
     raise DockyardError(f"unknown command: dockyard {' '.join(words[:2])}")
 
 
+class _Flag:
+    value = False
+
+
+opts_debug = _Flag()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from dockyard.cli.context import Context
 
     command = ""
+    opts_debug.value = "-D" in argv or "--debug" in argv
     try:
         opts, words = _split_global(argv)
         if opts.version and not words:
@@ -157,7 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         command, args = resolve_command(words)
         module = importlib.import_module(f"dockyard.cli.{COMMAND_MODULES[command]}")
-        parser = ArgumentParser(prog=f"dockyard {command}")
+        parser = ArgumentParser(prog=f"dockyard {command}", add_help=False)
+        parser.add_argument("--help", action="help", help=argparse.SUPPRESS)
         module.configure(command, parser)
         if hasattr(module, "preprocess"):
             args = module.preprocess(command, parser, args)
@@ -176,6 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except KeyboardInterrupt:
         return 130
+    except OSError as err:
+        if getattr(opts_debug, "value", False):
+            raise
+        print(f"Error: {err}", file=sys.stderr)
+        return 125 if command in STATUS_125_COMMANDS else 1
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

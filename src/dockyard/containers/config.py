@@ -9,27 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from dockyard.containers.spec import ContainerSpec, Healthcheck
-
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def merge_env(image_env: list[str], overrides: list[str]) -> list[str]:
-    """Image env then the spec's, later keys replacing earlier ones in place (Docker's order)."""
-    import os
-
-    merged: dict[str, str] = {}
-    for entry in image_env:
-        key, _, value = entry.partition("=")
-        merged[key] = value
-    for entry in overrides:
-        key, sep, value = entry.partition("=")
-        if not sep:
-            # "-e KEY" takes the value from the caller's environment, or is dropped
-            if key not in os.environ:
-                continue
-            value = os.environ[key]
-        merged[key] = value
-    return [f"{k}={v}" for k, v in merged.items()]
+from dockyard.runtime.process import DEFAULT_PATH, expand_host_env, replace_or_append
 
 
 def merge_healthcheck(
@@ -85,7 +65,7 @@ def container_config(spec: ContainerSpec, image_config: dict[str, Any], hostname
         "Tty": spec.tty,
         "OpenStdin": spec.stdin_open,
         "StdinOnce": False,
-        "Env": merge_env(image_env, spec.env),
+        "Env": replace_or_append(image_env, expand_host_env(spec.env)),
         "Cmd": cmd,
         "Healthcheck": merge_healthcheck(image.get("Healthcheck"), spec.healthcheck),
         "Image": spec.image,

@@ -183,6 +183,12 @@ class ContainerManager:
         """Record a new container with its own filesystem layer (not yet mounted)."""
         if spec.auto_remove and spec.restart_policy.name not in ("", "no"):
             raise InvalidArgument("Conflicting options: --restart and --rm")
+        from dockyard.runtime.process import expand_host_env
+        from dockyard.runtime.seccomp import normalize_security_opts
+
+        # Values from the caller's environment and files are fixed now, as Docker's CLI does.
+        spec.env = expand_host_env(spec.env)
+        spec.security_opt = normalize_security_opts(spec.security_opt)
         if image is None:
             image = self.resolve_image(spec.image)
         name = ids.validate_container_name(spec.name) if spec.name else None
@@ -258,7 +264,7 @@ class ContainerManager:
         run_dir.mkdir(parents=True)
         hostname = container.config.get("Hostname") or container.id[:12]
         extra_mounts, netns_path = self._prepare_network_and_volumes(container, image, merged)
-        process = resolve_process(container.spec, image.config, merged)
+        process = resolve_process(container.spec, image.config, merged, hostname=hostname)
         bundle = paths.container_dir(container.id)
         config = oci.generate(
             container.spec,

@@ -1,0 +1,564 @@
+"""A container's filesystem: an overlay of image layers, an init layer and its own upper dir.
+
+``containers/<id>/`` holds ``upper`` and ``work`` (the container's writable
+layer), ``merged`` (the mount point), ``init`` (Docker's init layer: empty
+mount targets such as /etc/hosts, so runc creates nothing in ``upper``) and
+``lower`` (the image layer list of the last mount, for ``diff``).
+
+The kernel limits the overlay option string to one page, so image layers are
+named by short symlinks ``layers/l/<20 hex>`` relative to ``layers/``, as
+Docker's overlay2 does; the mount is a direct ``mount(2)`` via ctypes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from dockyard.config import Paths
+from dockyard.errors import DockyardError, InvalidArgument, NotFound, UnsafePath
+
+MNT_DETACH = 2
+PAGE_LIMIT = 4096
+SHORT_LINK_LEN = 20
+_MAX_SYMLINKS = 40
+
+# Docker's init layer (daemon/initlayer): created once per container.
+_INIT_DIRS = ("dev", "dev/pts", "dev/shm", "proc", "sys", "etc")
+_INIT_FILES = (".dockerenv", "etc/resolv.conf", "etc/hosts", "etc/hostname", "dev/console")
+_INIT_LINKS = (("etc/mtab", "/proc/mounts"),)
+
+_libc: Any = None
+
+
+def _lib() -> Any:
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+        libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        _libc = libc
+    return _libc
+
+
+def _errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
+
+
+def container_dir(paths: Paths, container_id: str) -> Path:
+    return paths.container_dir(container_id)
+
+
+def merged_dir(paths: Paths, container_id: str) -> Path:
+    return paths.container_dir(container_id) / "merged"
+
+
+def upper_dir(paths: Paths, container_id: str) -> Path:
+    return paths.container_dir(container_id) / "upper"
+
+
+def prepare(paths: Paths, container_id: str) -> Path:
+    """Create the container's directories and init layer; returns the container dir."""
+    base = paths.container_dir(container_id)
+    base.mkdir(parents=True, exist_ok=True)
+    for name in ("upper", "work", "merged"):
+        (base / name).mkdir(exist_ok=True)
+    init = base / "init"
+    if not init.exists():
+        tmp = base / "init.tmp"
+        tmp.mkdir(exist_ok=True)
+        for d in _INIT_DIRS:
+            (tmp / d).mkdir(0o755, exist_ok=True)
+        for f in _INIT_FILES:
+            os.close(os.open(tmp / f, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o755))
+        for link, target in _INIT_LINKS:
+            try:
+                os.symlink(target, tmp / link)
+            except FileExistsError:
+                pass
+        os.rename(tmp, init)
+    return base
+
+
+def short_link(paths: Paths, layer_dir: Path) -> str | None:
+    """The short name (relative to ``paths.layers``) of a layer dir, creating its link."""
+    if layer_dir.parent != paths.layers:
+        return None
+    name = layer_dir.name
+    link = f"l/{name[:SHORT_LINK_LEN]}"
+    try:
+        os.symlink(f"../{name}", paths.layers / link)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        (paths.layers / "l").mkdir(exist_ok=True)
+        try:
+            os.symlink(f"../{name}", paths.layers / link)
+        except FileExistsError:
+            pass
+    return link
+
+
+def is_mounted(paths: Paths, container_id: str) -> bool:
+    base = paths.container_dir(container_id)
+    try:
+        return os.stat(base / "merged").st_dev != os.stat(base).st_dev
+    except FileNotFoundError:
+        return False
+
+
+def mount(paths: Paths, container_id: str, lower_dirs: list[Path]) -> Path:
+    """Mount the container's overlay (``lower_dirs`` bottom first); returns ``merged``.
+
+    Mounting an already mounted container is a no-op.
+    """
+    base = paths.container_dir(container_id)
+    merged = base / "merged"
+    if is_mounted(paths, container_id):
+        return merged
+    if not (base / "init").is_dir() or not merged.is_dir():
+        prepare(paths, container_id)
+    lowers: list[str] = []
+    for layer in reversed(lower_dirs):
+        layer = Path(layer)
+        lowers.append(short_link(paths, layer) or os.fspath(layer.absolute()))
+    if not lower_dirs:
+        empty = paths.layers / "empty"
+        empty.mkdir(parents=True, exist_ok=True)
+        lowers.append("empty")
+    _write_if_changed(base / "lower", "".join(f"{os.fspath(p)}\n" for p in lower_dirs))
+    lowerdir = ":".join([os.fspath(base / "init"), *lowers])
+    options = f"lowerdir={lowerdir},upperdir={base / 'upper'},workdir={base / 'work'}"
+    extra = ",index=off,redirect_dir=off,metacopy=off"
+    if len(options) + len(extra) >= PAGE_LIMIT:
+        raise DockyardError(f"image has too many layers ({len(lower_dirs)}) for one overlay mount")
+    cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.chdir(paths.layers)
+        err = _mount_overlay(merged, options + extra)
+        if err == errno.EINVAL:  # an older kernel without these options
+            err = _mount_overlay(merged, options)
+    finally:
+        os.fchdir(cwd)
+        os.close(cwd)
+    if err:
+        raise DockyardError(f"mounting the container filesystem failed: {os.strerror(err)}")
+    return merged
+
+
+def _mount_overlay(target: Path, options: str) -> int:
+    rc = _lib().mount(b"overlay", os.fsencode(target), b"overlay", 0, options.encode())
+    return _errno() if rc != 0 else 0
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    try:
+        if path.read_text() == text:
+            return
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.rename(tmp, path)
+
+
+def unmount(paths: Paths, container_id: str) -> None:
+    """Detach the overlay; not being mounted is fine."""
+    merged = paths.container_dir(container_id) / "merged"
+    rc = _lib().umount2(os.fsencode(merged), MNT_DETACH)
+    if rc != 0:
+        err = _errno()
+        if err not in (errno.EINVAL, errno.ENOENT):
+            raise DockyardError(f"unmounting {merged} failed: {os.strerror(err)}")
+
+
+def remove(paths: Paths, container_id: str) -> None:
+    """Unmount and delete everything the container's filesystem used."""
+    import shutil
+
+    base = paths.container_dir(container_id)
+    unmount(paths, container_id)
+    if base.exists():
+        shutil.rmtree(base)
+
+
+def lower_dirs_of(paths: Paths, container_id: str) -> list[Path]:
+    """The image layers of the container's last mount (bottom first)."""
+    try:
+        text = (paths.container_dir(container_id) / "lower").read_text()
+    except FileNotFoundError:
+        return []
+    return [Path(line) for line in text.splitlines() if line]
+
+
+# -- docker diff / commit / export -------------------------------------------------
+
+
+def _exists_below(layers: list[Path], rel: str) -> os.stat_result | None:
+    """The stat of ``rel`` in the topmost layer that has it (whiteouts hide it)."""
+    for layer in layers:
+        try:
+            st = os.lstat(os.path.join(layer, rel))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+            return None
+        return st
+    return None
+
+
+def changes(
+    paths: Paths,
+    container_id: str,
+    lower_dirs: list[Path] | None = None,
+    exclude: Collection[str] = (),
+) -> list[tuple[str, str]]:
+    """``docker diff``: ("A"|"C"|"D", "/path") from the upper dir, sorted by path."""
+    base = paths.container_dir(container_id)
+    upper = os.fspath(base / "upper")
+    if lower_dirs is None:
+        lower_dirs = lower_dirs_of(paths, container_id)
+    layers = [base / "init", *reversed(lower_dirs)]
+    result: dict[str, str] = {}
+    changed_dirs: set[str] = set()
+
+    def walk(rel: str) -> None:
+        try:
+            entries = sorted(os.scandir(os.path.join(upper, rel)), key=lambda e: e.name)
+        except (NotADirectoryError, FileNotFoundError):
+            return
+        for entry in entries:
+            child = f"{rel}/{entry.name}" if rel else entry.name
+            path = "/" + child
+            if path in exclude:
+                continue
+            st = entry.stat(follow_symlinks=False)
+            is_dir = stat.S_ISDIR(st.st_mode)
+            below = _exists_below(layers, child)
+            kind = ""
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                kind = "D"
+            elif is_dir and below is not None and _is_opaque(entry.path):
+                kind = "D"
+            elif below is None:
+                kind = "A"
+            elif (
+                is_dir
+                and stat.S_ISDIR(below.st_mode)
+                and st.st_size == below.st_size
+                and st.st_mode == below.st_mode
+                and st.st_mtime_ns == below.st_mtime_ns
+            ):
+                kind = ""
+            else:
+                kind = "C"
+            if kind:
+                result[path] = kind
+                if is_dir:
+                    changed_dirs.add(path)
+                if kind in ("A", "D"):
+                    parent = os.path.dirname(path)
+                    if parent != "/" and parent not in changed_dirs:
+                        result.setdefault(parent, "C")
+                        changed_dirs.add(parent)
+            if is_dir:
+                walk(child)
+
+    walk("")
+    return sorted(((kind, path) for path, kind in result.items()), key=lambda c: c[1])
+
+
+def _is_opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def commit_layer(paths: Paths, container_id: str, exclude: Collection[str] = ()) -> BinaryIO:
+    """The container's changes as an OCI layer tar (a temp file, positioned at 0).
+
+    ``exclude`` lists container paths ("/etc/hosts") left out of the layer.
+    """
+    import tempfile
+
+    from dockyard.images.layers import tar_overlay_upper
+
+    paths.tmp.mkdir(parents=True, exist_ok=True)
+    out = tempfile.TemporaryFile(dir=paths.tmp)
+    try:
+        tar_overlay_upper(
+            paths.container_dir(container_id) / "upper",
+            out,
+            exclude={p.strip("/") for p in exclude},
+        )
+        out.seek(0)
+    except BaseException:
+        out.close()
+        raise
+    return out
+
+
+@contextmanager
+def mounted(paths: Paths, container_id: str, lower_dirs: list[Path]) -> Iterator[Path]:
+    """The container's merged root, mounted for the duration if it was not already."""
+    if is_mounted(paths, container_id):
+        yield paths.container_dir(container_id) / "merged"
+        return
+    if not paths.container_dir(container_id).is_dir():
+        raise NotFound(f"No such container: {container_id}")
+    merged = mount(paths, container_id, lower_dirs)
+    try:
+        yield merged
+    finally:
+        unmount(paths, container_id)
+
+
+def export(paths: Paths, container_id: str, lower_dirs: list[Path], out: BinaryIO) -> None:
+    """``docker export``: a tar of the container's whole filesystem."""
+    from dockyard.images.layers import tar_tree
+
+    with mounted(paths, container_id, lower_dirs) as root:
+        tar_tree(root, out)
+
+
+# -- docker cp -----------------------------------------------------------------------
+
+
+def resolve_in_root(root: Path, path: str, follow_last: bool = True) -> Path:
+    """The host path of container ``path``, every symlink resolved inside ``root``.
+
+    ``..`` stops at the root and absolute link targets restart from it, so the
+    result is always below ``root``.
+    """
+    pending = [p for p in path.split("/") if p]
+    pending.reverse()
+    parts: list[str] = []
+    links = 0
+    while pending:
+        part = pending.pop()
+        if part == ".":
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+            continue
+        candidate = os.path.join(root, *parts, part)
+        try:
+            st = os.lstat(candidate)
+        except (FileNotFoundError, NotADirectoryError):
+            parts.append(part)
+            continue
+        if stat.S_ISLNK(st.st_mode) and (pending or follow_last):
+            links += 1
+            if links > _MAX_SYMLINKS:
+                raise InvalidArgument(f"too many levels of symbolic links in {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                parts = []
+            new = [p for p in target.split("/") if p]
+            new.reverse()
+            pending.extend(new)
+            continue
+        parts.append(part)
+    return Path(root, *parts)
+
+
+@dataclass
+class PathStat:
+    """What ``docker cp`` learns about a source before copying (Docker's PathStat)."""
+
+    name: str
+    size: int
+    mode: int  # st_mode
+    mtime: float
+    link_target: str
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+
+def _contents_only(path: str) -> bool:
+    return path.endswith("/.") or path == "."
+
+
+def stat_path(root: Path, path: str) -> tuple[Path, PathStat]:
+    """Resolve and stat a container path (the last component is not followed)."""
+    resolved = resolve_in_root(root, path, follow_last=False)
+    try:
+        st = os.lstat(resolved)
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFound(f"Could not find the file {path} in container") from None
+    link = ""
+    if stat.S_ISLNK(st.st_mode):
+        link = "/" + os.path.relpath(resolve_in_root(root, path), root).lstrip("./")
+    name = os.path.basename(path.rstrip("/")) or "/"
+    return resolved, PathStat(name, st.st_size, st.st_mode, st.st_mtime, link)
+
+
+def copy_from(
+    paths: Paths,
+    container_id: str,
+    lower_dirs: list[Path],
+    src_path: str,
+    out_tar: BinaryIO,
+    *,
+    follow_link: bool = False,
+) -> PathStat:
+    """Write a tar of container ``src_path`` to ``out_tar``; entries start at its basename.
+
+    A path ending in ``/.`` archives the directory's contents (entries start with ``.``).
+    """
+    from dockyard.images.layers import TarWriter
+
+    with mounted(paths, container_id, lower_dirs) as root:
+        resolved, info = stat_path(root, src_path)
+        if follow_link and info.link_target:
+            resolved, info = stat_path(root, info.link_target)
+            info.name = os.path.basename(src_path.rstrip("/"))
+        writer = TarWriter(out_tar)
+        top = "." if _contents_only(src_path) or info.name == "/" else info.name
+        writer.add_path(os.fspath(resolved), top)
+        if info.is_dir:
+            writer.add_tree(os.fspath(resolved), "" if top == "." else top)
+        writer.close()
+    return info
+
+
+def copy_to(
+    paths: Paths,
+    container_id: str,
+    lower_dirs: list[Path],
+    src: str | os.PathLike[str] | IO[bytes],
+    dest_path: str,
+    *,
+    archive: bool = False,
+    follow_link: bool = False,
+) -> None:
+    """``docker cp SRC CONTAINER:DEST``: a host path, or a tar stream extracted into DEST.
+
+    Entries are owned by root unless ``archive`` (``-a``) keeps the source's owners.
+    """
+    with mounted(paths, container_id, lower_dirs) as root:
+        if not isinstance(src, (str, os.PathLike)):
+            dest = resolve_in_root(root, dest_path)
+            if not dest.is_dir():
+                raise InvalidArgument(f"extraction point is not a directory: {dest_path}")
+            from dockyard.images.layers import unpack
+
+            unpack(src, dest, whiteouts=False, no_replace_dir=True)
+            return
+        copy_tree(
+            os.fspath(src),
+            root,
+            dest_path,
+            resolve=lambda p, follow: resolve_in_root(root, p, follow),
+            owner=None if archive else (0, 0),
+            follow_link=follow_link,
+        )
+
+
+def copy_to_host(
+    paths: Paths,
+    container_id: str,
+    lower_dirs: list[Path],
+    src_path: str,
+    host_dest: str,
+    *,
+    follow_link: bool = False,
+) -> None:
+    """``docker cp CONTAINER:SRC DEST`` onto the host, with Docker's placement rules."""
+    with mounted(paths, container_id, lower_dirs) as root:
+        resolved, info = stat_path(root, src_path)
+        if follow_link and info.link_target:
+            resolved, _ = stat_path(root, info.link_target)
+        source = os.fspath(resolved) + ("/." if _contents_only(src_path) else "")
+        copy_tree(
+            source,
+            Path("/"),
+            os.path.abspath(host_dest) + ("/" if host_dest.endswith("/") else ""),
+            resolve=lambda p, follow: Path(os.path.realpath(p)),
+            owner=None,
+            follow_link=False,
+            name=info.name,
+        )
+
+
+def copy_tree(
+    src: str,
+    dest_root: Path,
+    dest_path: str,
+    *,
+    resolve: Any,
+    owner: tuple[int, int] | None,
+    follow_link: bool,
+    name: str | None = None,
+) -> None:
+    """Copy host path ``src`` to ``dest_path`` (resolved by ``resolve``) per ``docker cp``.
+
+    - file -> missing DEST: created as DEST; DEST ending in "/" must exist
+    - file -> existing file: overwritten; -> existing dir: copied into it
+    - dir -> missing DEST: created with the dir's contents
+    - dir -> existing dir: copied into it, or only its contents if SRC ends in "/."
+    - dir -> existing file: error
+    """
+    import tempfile
+
+    from dockyard.images.layers import TarWriter, unpack
+
+    contents = _contents_only(src)
+    src_real = os.path.realpath(src) if follow_link else src.rstrip("/") or "/"
+    if contents:
+        src_real = src_real[:-2] if src_real.endswith("/.") else src_real
+    try:
+        src_st = os.lstat(src_real)
+    except FileNotFoundError:
+        raise NotFound(f"no such file or directory: {src}") from None
+    src_is_dir = stat.S_ISDIR(src_st.st_mode)
+    base = name or os.path.basename(src_real.rstrip("/")) or "."
+    dest = resolve(dest_path, True)
+    dest_exists = os.path.lexists(dest)
+    if dest_exists and os.path.isdir(dest):
+        target_dir, top = dest, (None if (src_is_dir and contents) else base)
+    elif dest_exists:
+        if src_is_dir:
+            raise InvalidArgument(f"cannot copy a directory to a file: {dest_path}")
+        target_dir, top = dest.parent, dest.name
+    else:
+        if dest_path.endswith("/") and not src_is_dir:
+            raise NotFound(f"no such directory: {dest_path}")
+        if not dest.parent.is_dir():
+            raise NotFound(f"no such directory: {os.path.dirname(dest_path.rstrip('/'))}")
+        target_dir, top = dest.parent, dest.name
+    _check_below(dest_root, target_dir)
+    with tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024) as spool:
+        writer = TarWriter(spool)  # type: ignore[arg-type]
+        if top is None:
+            writer.add_tree(src_real, "")
+        else:
+            writer.add_path(src_real, top)
+            if src_is_dir:
+                writer.add_tree(src_real, top)
+        writer.close()
+        spool.seek(0)
+        unpack(spool, target_dir, whiteouts=False, owner=owner, no_replace_dir=True)
+
+
+def _check_below(root: Path, path: Path) -> None:
+    if root == Path("/"):
+        return
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if real != real_root and not real.startswith(real_root + "/"):
+        raise UnsafePath(f"refusing to copy outside the container: {path}")

@@ -1,0 +1,771 @@
+"""Networks, port publishing and embedded DNS on the real kernel.
+
+Most tests simulate containers: ``NetworkManager.prepare`` builds the namespace,
+veths, addresses and rules exactly as for a container, and busybox runs inside the
+namespace with nsenter. Traffic goes only to loopback, to addresses of bridges the
+test created, and to an address the test puts on an interface of its own. Every test
+removes what it made (``destroy_all`` plus checks) even when it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockyard.config import Paths
+from dockyard.containers.spec import ContainerSpec
+from dockyard.db import Database
+from dockyard.errors import Conflict, InvalidArgument, NotFound
+from dockyard.ids import new_id
+from dockyard.network import options
+from dockyard.network.manager import NetworkManager
+from dockyard.network.options import parse_add_host, parse_publish
+
+BUSYBOX = shutil.which("busybox") or "/bin/busybox"
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")
+
+
+# -- fixtures ---------------------------------------------------------------------------
+
+
+def _kernel_objects(mgr: NetworkManager) -> dict[str, Any]:
+    """What of this store is visible in the kernel: links, nft table, netns files."""
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    names = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()}
+    ours = {n.bridge for n in mgr.list() if n.bridge}
+    ruleset = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    netns_dir = mgr.paths.runroot / "netns"
+    return {
+        "bridges": ours & names,
+        "table": f"table ip {mgr.cfg.table}" in ruleset.splitlines(),
+        "netns": sorted(os.listdir(netns_dir)) if netns_dir.is_dir() else [],
+        "names": names,
+    }
+
+
+@pytest.fixture
+def resolv_file(tmp_path: Path) -> Path:
+    """A host resolv.conf whose upstream is loopback (nothing leaves the machine)."""
+    path = tmp_path / "resolv.conf"
+    path.write_text("nameserver 127.0.0.1\nsearch example.test\noptions timeout:1\n")
+    return path
+
+
+@pytest.fixture
+def mgr(
+    tmp_path: Path, resolv_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[NetworkManager]:
+    monkeypatch.setenv("DOCKYARD_RESOLV_CONF", str(resolv_file))
+    paths = Paths(tmp_path / "root", tmp_path / "run")
+    paths.ensure()
+    db = Database(paths.db)
+    manager = NetworkManager(paths, db)
+    try:
+        yield manager
+    finally:
+        try:
+            manager.destroy_all()
+        finally:
+            subprocess.run(["umount", "-l", str(paths.runroot / "netns")], capture_output=True)
+            db.close()
+
+
+@contextmanager
+def container(mgr: NetworkManager, name: str, **spec: Any) -> Iterator[tuple[str, Any]]:
+    """A simulated container: its networking as at start, torn down at the end."""
+    cid = new_id()
+    image_config = spec.pop("image_config", {})
+    setup = mgr.prepare(cid, name, ContainerSpec(image="busybox", **spec), image_config)
+    try:
+        yield cid, setup
+    finally:
+        mgr.teardown(cid)
+
+
+@contextmanager
+def in_netns(netns: str, *argv: str) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        ["nsenter", f"--net={netns}", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def ns_run(netns: str | None, *argv: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    prefix = ["nsenter", f"--net={netns}"] if netns else []
+    return subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=timeout)
+
+
+def fetch(url: str, netns: str | None = None) -> str:
+    """GET a URL with Python (busybox wget crashes here), optionally from a namespace."""
+    code = "import sys,urllib.request;sys.stdout.write(urllib.request.urlopen(sys.argv[1],timeout=5).read().decode())"
+    proc = ns_run(netns, sys.executable, "-c", code, url)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def wait_port(netns: str, port: int) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        out = ns_run(netns, "cat", "/proc/net/tcp", "/proc/net/tcp6").stdout
+        if any(
+            f":{port:04X} " in line and line.split()[3] == "0A" for line in out.splitlines()[1:]
+        ):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+@pytest.fixture
+def dummy_address() -> Iterator[str]:
+    """A non-loopback host address of our own, on a port-less bridge (no dummy module here)."""
+    name, addr = f"dyt{os.getpid() % 100000}", "10.254.77.1"
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{addr}/32", "dev", name], check=True)
+        subprocess.run(["ip", "link", "set", name, "up"], check=True)
+        yield addr
+    finally:
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
+
+
+@pytest.fixture
+def webroot(tmp_path: Path) -> Path:
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "index.html").write_text("hello from the container\n")
+    return root
+
+
+# -- parsing --------------------------------------------------------------------------
+
+
+def test_parse_publish() -> None:
+    b = parse_publish("8080:80")[0]
+    assert (b.host_ip, b.host_port, b.container_port, b.protocol) == ("", 8080, 80, "tcp")
+    b = parse_publish("127.0.0.1:8080:80/udp")[0]
+    assert (b.host_ip, b.host_port, b.container_port, b.protocol) == ("127.0.0.1", 8080, 80, "udp")
+    b = parse_publish("127.0.0.1::80")[0]
+    assert (b.host_ip, b.host_port) == ("127.0.0.1", 0)
+    assert [(b.host_port, b.container_port) for b in parse_publish("8000-8002:9000-9002")] == [
+        (8000, 9000),
+        (8001, 9001),
+        (8002, 9002),
+    ]
+    assert [b.host_port for b in parse_publish("7000-7001")] == [0, 0]
+    for bad in ("", "8080:", "70000:80", "1-3:4-5", "a:80", "8080:80/sctp", "1.2.3.4.5:80:80"):
+        with pytest.raises(InvalidArgument):
+            parse_publish(bad)
+
+
+def test_parse_add_host_and_mode() -> None:
+    assert parse_add_host("db:10.0.0.5") == "db:10.0.0.5"
+    assert parse_add_host("db=10.0.0.5") == "db:10.0.0.5"
+    assert parse_add_host("gw:host-gateway") == "gw:host-gateway"
+    assert parse_add_host("v6:::1") == "v6:::1"
+    for bad in ("nohost", "h:notanip", ":1.2.3.4"):
+        with pytest.raises(InvalidArgument):
+            parse_add_host(bad)
+    assert options.parse_network_mode("default") == "bridge"
+    with pytest.raises(InvalidArgument):
+        options.parse_network_mode("container:")
+    with pytest.raises(InvalidArgument):
+        options.validate_spec(ContainerSpec(image="x", network_mode="container:a", hostname="h"))
+    with pytest.raises(InvalidArgument):
+        options.validate_spec(ContainerSpec(image="x", network_aliases=["a"]))
+
+
+def test_apply_network_args() -> None:
+    import argparse
+
+    args = argparse.Namespace(
+        network="default",
+        network_alias=[],
+        ip=None,
+        dns=["1.1.1.1"],
+        dns_search=[],
+        dns_option=[],
+        add_host=["a=10.0.0.1"],
+        publish=["8080:80", "9000-9001:9000-9001/udp"],
+        publish_all=True,
+    )
+    spec = ContainerSpec(image="x")
+    options.apply_network_args(spec, args)
+    assert spec.network_mode == "bridge" and spec.extra_hosts == ["a:10.0.0.1"]
+    assert [(b.host_port, b.protocol) for b in spec.ports] == [
+        (8080, "tcp"),
+        (9000, "udp"),
+        (9001, "udp"),
+    ]
+    args.dns = ["not-an-ip"]
+    with pytest.raises(InvalidArgument):
+        options.apply_network_args(spec, args)
+
+
+def test_resolv_rules() -> None:
+    host = options.ResolvConf(["127.0.0.53", "10.1.1.1"], ["corp"], ["rotate"])
+    spec = ContainerSpec(image="x")
+    conf = options.resolv_for(host, spec, embedded_dns=None, host_mode=False, default_dns=[])
+    assert conf.nameservers == ["10.1.1.1"] and conf.search == ["corp"]
+    only_local = options.ResolvConf(["127.0.0.1"], [], [])
+    conf = options.resolv_for(only_local, spec, embedded_dns=None, host_mode=False, default_dns=[])
+    assert conf.nameservers == ["8.8.8.8", "8.8.4.4"]
+    conf = options.resolv_for(host, spec, embedded_dns="10.9.0.1", host_mode=False, default_dns=[])
+    assert conf.nameservers == ["10.9.0.1"] and "ndots:0" in conf.options
+    spec = ContainerSpec(image="x", dns=["9.9.9.9"], dns_search=["."], dns_options=["ndots:2"])
+    conf = options.resolv_for(host, spec, embedded_dns=None, host_mode=False, default_dns=[])
+    assert (conf.nameservers, conf.search, conf.options) == (["9.9.9.9"], [], ["ndots:2"])
+
+
+# -- networks ----------------------------------------------------------------------------
+
+
+def test_create_list_inspect_remove(mgr: NetworkManager) -> None:
+    assert {n.name for n in mgr.list()} == {"bridge", "host", "none"}
+    net = mgr.create(
+        "front", subnet="10.231.5.0/24", gateway="10.231.5.254", labels={"tier": "web"}
+    )
+    assert _kernel_objects(mgr)["bridges"] == {net.bridge}
+    data = mgr.inspect("front")
+    assert data["IPAM"]["Config"] == [{"Subnet": "10.231.5.0/24", "Gateway": "10.231.5.254"}]
+    assert (data["Scope"], data["Driver"], data["Internal"], data["Labels"]) == (
+        "local",
+        "bridge",
+        False,
+        {"tier": "web"},
+    )
+    assert mgr.get(net.id[:6]).name == "front"
+    with pytest.raises(Conflict):
+        mgr.create("front")
+    with pytest.raises(Conflict):
+        mgr.create("other", subnet="10.231.0.0/16")  # overlaps front
+    with pytest.raises(Conflict):
+        mgr.remove("bridge")
+    auto = mgr.create("auto", internal=True)
+    assert auto.subnet and auto.subnet.startswith("10.22")
+    mgr.remove("front")
+    mgr.remove(auto.id)
+    with pytest.raises(NotFound):
+        mgr.get("front")
+    objects = _kernel_objects(mgr)
+    assert not objects["bridges"] and not objects["table"]
+
+
+def test_cli_network_commands(dy: Any, dockyard_env: dict[str, str], resolv_file: Path) -> None:
+    dockyard_env["DOCKYARD_RESOLV_CONF"] = str(resolv_file)
+    paths = Paths(Path(dockyard_env["DOCKYARD_ROOT"]), Path(dockyard_env["DOCKYARD_RUNROOT"]))
+    try:
+        created = dy(
+            "network", "create", "--subnet", "10.232.0.0/24", "--label", "a=b", "n1", check=True
+        )
+        net_id = created.stdout.strip()
+        assert len(net_id) == 64
+        dy("network", "create", "--internal", "n2", check=True)
+        dup = dy("network", "create", "n1")
+        assert dup.returncode == 1 and "already exists" in dup.stderr
+        ls = dy("network", "ls", check=True).stdout.splitlines()
+        assert ls[0].split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
+        assert [line.split()[1] for line in ls[1:]] == ["bridge", "host", "n1", "n2", "none"]
+        assert dy("network", "ls", "-q", "--filter", "label=a").stdout.split() == [net_id[:12]]
+        assert (
+            dy(
+                "network", "ls", "--filter", "type=custom", "--format", "{{.Name}} {{.Internal}}"
+            ).stdout
+            == "n1 false\nn2 true\n"
+        )
+        doc = json.loads(dy("network", "inspect", "n1", check=True).stdout)
+        assert doc[0]["Id"] == net_id and doc[0]["IPAM"]["Config"][0]["Subnet"] == "10.232.0.0/24"
+        assert (
+            dy("network", "inspect", "-f", "{{.Name}} {{.Driver}}", net_id[:10]).stdout
+            == "n1 bridge\n"
+        )
+        missing = dy("network", "inspect", "nope")
+        assert missing.returncode == 1 and "No such network: nope" in missing.stderr
+        rm = dy("network", "rm", "n1", "nope")
+        assert rm.returncode == 1 and rm.stdout == "n1\n"
+        assert dy("network", "rm", "bridge").returncode == 1
+        pruned = dy("network", "prune", "-f", check=True).stdout
+        assert pruned == "Deleted Networks:\nn2\n\n"
+        assert dy("network", "list", "-q").stdout.count("\n") == 3
+    finally:
+        db = Database(paths.db)
+        try:
+            NetworkManager(paths, db).destroy_all()
+        finally:
+            db.close()
+
+
+# -- containers on networks -------------------------------------------------------------------
+
+
+def test_bridge_container_setup_and_files(mgr: NetworkManager) -> None:
+    spec: dict[str, Any] = {"hostname": "web1", "extra_hosts": ["db:10.1.2.3", "gw:host-gateway"]}
+    with container(mgr, "web", **spec) as (cid, setup):
+        settings = setup.settings
+        ip, gw = settings["IPAddress"], settings["Gateway"]
+        bridge = mgr.get("bridge")
+        assert bridge.subnet and ip and gw == bridge.gateway
+        assert settings["Networks"]["bridge"]["MacAddress"] == settings["MacAddress"]
+        assert setup.hostname == "web1" and setup.netns_path
+        out = ns_run(setup.netns_path, "ip", "-o", "-4", "addr").stdout
+        assert f"inet {ip}/" in out and " lo " in out
+        route = ns_run(setup.netns_path, "ip", "route").stdout
+        assert f"default via {gw} dev eth0" in route
+        files = {m["destination"]: Path(m["source"]).read_text() for m in setup.extra_mounts}
+        assert files["/etc/hostname"] == "web1\n"
+        assert f"{ip}\tweb1\n" in files["/etc/hosts"] and "10.1.2.3\tdb\n" in files["/etc/hosts"]
+        assert f"{gw}\tgw\n" in files["/etc/hosts"]
+        # loopback host nameservers are dropped for the default bridge (Docker's rule)
+        assert "nameserver 8.8.8.8" in files["/etc/resolv.conf"]
+        assert "search example.test" in files["/etc/resolv.conf"]
+        assert bridge.bridge in _kernel_objects(mgr)["bridges"]
+    # the default bridge goes away with its last container
+    objects = _kernel_objects(mgr)
+    assert not objects["bridges"] and not objects["table"] and objects["netns"] == []
+
+
+def test_host_none_and_container_modes(mgr: NetworkManager) -> None:
+    with container(mgr, "h", network_mode="host") as (_, host):
+        assert host.netns_path is None and host.hostname == socket.gethostname()
+        assert list(host.settings["Networks"]) == ["host"]
+    with container(mgr, "n", network_mode="none") as (cid, none):
+        assert none.netns_path and list(none.settings["Networks"]) == ["none"]
+        links = ns_run(none.netns_path, "ip", "-o", "link").stdout
+        assert "lo" in links and "eth0" not in links
+        with container(mgr, "joined", network_mode=f"container:{cid[:8]}") as (_, joined):
+            assert joined.netns_path == none.netns_path
+            assert joined.extra_mounts[0]["source"].startswith(str(mgr.paths.container_dir(cid)))
+    with pytest.raises(NotFound):
+        with container(mgr, "late", network_mode="container:nosuch"):
+            pass
+
+
+def test_concurrent_allocation(mgr: NetworkManager, tmp_path: Path) -> None:
+    """Parallel starts in separate processes never get the same address."""
+    mgr.create("busy", subnet="10.233.0.0/28")  # 13 usable addresses
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from dockyard.config import Paths\nfrom dockyard.db import Database\n"
+        "from dockyard.network.manager import NetworkManager\n"
+        "from dockyard.containers.spec import ContainerSpec\n"
+        "p = Paths(Path(sys.argv[1]), Path(sys.argv[2]))\n"
+        "m = NetworkManager(p, Database(p.db))\n"
+        "s = m.prepare(sys.argv[3], sys.argv[3][:8], ContainerSpec(image='x', network_mode='busy'), {})\n"
+        "print(s.settings['Networks']['busy']['IPAddress'])\n"
+    )
+    ids = [new_id() for _ in range(8)]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    try:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", script, str(mgr.paths.root), str(mgr.paths.runroot), cid],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for cid in ids
+        ]
+        results = [p.communicate(timeout=120) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [r[1] for r in results]
+        ips = [r[0].strip() for r in results]
+        assert len(set(ips)) == 8 and all(ip.startswith("10.233.0.") for ip in ips)
+        assert "10.233.0.1" not in ips  # the gateway
+        data = mgr.inspect("busy")
+        assert sorted(c["IPv4Address"] for c in data["Containers"].values()) == sorted(
+            f"{ip}/28" for ip in ips
+        )
+    finally:
+        for cid in ids:
+            mgr.teardown(cid)
+    assert mgr.inspect("busy")["Containers"] == {}
+    with container(mgr, "again", network_mode="busy") as (
+        _,
+        setup,
+    ):  # released addresses are reused
+        assert setup.settings["Networks"]["busy"]["IPAddress"] == "10.233.0.2"
+
+
+def test_published_port(mgr: NetworkManager, webroot: Path, dummy_address: str) -> None:
+    port = _free_port()
+    with container(mgr, "web", ports=parse_publish(f"{port}:80")) as (cid, web):
+        assert mgr.port_lines(cid) == [f"80/tcp -> 0.0.0.0:{port}"]
+        assert mgr.port_lines(cid, "80/tcp") == [f"0.0.0.0:{port}"]
+        assert web.settings["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}]}
+        with in_netns(web.netns_path, BUSYBOX, "httpd", "-f", "-p", "80", "-h", str(webroot)):
+            wait_port(web.netns_path, 80)
+            expected = "hello from the container\n"
+            assert fetch(f"http://127.0.0.1:{port}/") == expected
+            assert fetch(f"http://{dummy_address}:{port}/") == expected
+            assert fetch(f"http://{web.settings['IPAddress']}/") == expected
+            with container(mgr, "client") as (_, client):
+                # another container through the host address, and the container to itself
+                assert fetch(f"http://{dummy_address}:{port}/", client.netns_path) == expected
+                assert fetch(f"http://{dummy_address}:{port}/", web.netns_path) == expected
+    objects = _kernel_objects(mgr)
+    assert not objects["bridges"] and not objects["table"] and objects["netns"] == []
+
+
+def test_publish_localhost_only_udp_and_publish_all(mgr: NetworkManager) -> None:
+    tport, uport = _free_port(), _free_port(socket.SOCK_DGRAM)
+    image_config = {"ExposedPorts": {"5000/tcp": {}, "53/udp": {}}}
+    bindings = parse_publish(f"127.0.0.1:{tport}:7000") + parse_publish(f"{uport}:53/udp")
+    with container(mgr, "u", ports=bindings, publish_all=True, image_config=image_config) as (
+        cid,
+        c,
+    ):
+        lines = mgr.port_lines(cid)
+        assert f"7000/tcp -> 127.0.0.1:{tport}" in lines and f"53/udp -> 0.0.0.0:{uport}" in lines
+        auto = mgr.port_lines(cid, "5000")
+        low, high = (
+            int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        )
+        assert len(auto) == 1 and low <= int(auto[0].split(":")[1]) <= high
+        with in_netns(c.netns_path, BUSYBOX, "nc", "-u", "-l", "-p", "53") as _:
+            time.sleep(0.3)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(b"ping\n", ("127.0.0.1", uport))
+            deadline = time.monotonic() + 5
+            seen = ""
+            while time.monotonic() < deadline and "0035" not in seen:
+                seen = ns_run(c.netns_path, "cat", "/proc/net/udp").stdout
+                time.sleep(0.05)
+        with in_netns(c.netns_path, BUSYBOX, "nc", "-l", "-p", "7000", "-e", "echo", "tcp-ok"):
+            wait_port(c.netns_path, 7000)
+            with socket.create_connection(("127.0.0.1", tport), timeout=5) as s:
+                assert s.recv(100) == b"tcp-ok\n"
+
+
+def test_port_conflicts(mgr: NetworkManager) -> None:
+    port = _free_port()
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", port))
+        busy.listen()
+        with pytest.raises(Conflict, match="address already in use") as err:
+            with container(mgr, "a", ports=parse_publish(f"{port}:80")):
+                pass
+        assert err.value.exit_code == 125
+    with container(mgr, "a", ports=parse_publish(f"{port}:80")):
+        with pytest.raises(Conflict, match="port is already allocated"):
+            with container(mgr, "b", ports=parse_publish(f"127.0.0.1:{port}:81")):
+                pass
+    assert _kernel_objects(mgr)["netns"] == []
+    assert mgr.db.query("SELECT COUNT(*) FROM net_ports")[0][0] == 0
+
+
+def test_dns_on_user_network(mgr: NetworkManager) -> None:
+    net = mgr.create("app")
+    assert net.gateway
+    with container(mgr, "db", network_mode="app", network_aliases=["database"]) as (db_id, db):
+        db_ip = db.settings["Networks"]["app"]["IPAddress"]
+        files = {m["destination"]: Path(m["source"]).read_text() for m in db.extra_mounts}
+        assert files["/etc/resolv.conf"].startswith(f"nameserver {net.gateway}\n")
+        with container(mgr, "client", network_mode="app") as (_, client):
+            for name in ("db", "database", db_id[:12], "DB.app"):
+                assert _lookup(client.netns_path, name, net.gateway) == [db_ip], name
+            # renamed: the server reads names from the database
+            with mgr.db.transaction() as conn:
+                conn.execute(
+                    "UPDATE net_containers SET name = 'primary' WHERE container_id = ?", (db_id,)
+                )
+            assert _lookup(client.netns_path, "primary", net.gateway) == [db_ip]
+            assert _lookup(client.netns_path, "db", net.gateway) == []
+            reverse = ns_run(client.netns_path, BUSYBOX, "nslookup", db_ip, net.gateway).stdout
+            assert "primary.app" in reverse
+        # client is gone: no answer for it
+        assert _lookup(db.netns_path, "client", net.gateway) == []
+        # over TCP too, straight from the host
+        reply = _tcp_query(net.gateway, "database")
+        assert socket.inet_aton(db_ip) in reply and reply[3] & 0x0F == 0
+    assert not _dns_running(mgr, net.id)
+
+
+def test_dns_follows_churn(mgr: NetworkManager) -> None:
+    net = mgr.create("churn", subnet="10.235.0.0/24")
+    assert net.gateway
+    with container(mgr, "watcher", network_mode="churn") as (_, watcher):
+        for i in range(4):
+            with container(mgr, f"worker{i}", network_mode="churn", network_aliases=["worker"]) as (
+                _,
+                w,
+            ):
+                ip = w.settings["Networks"]["churn"]["IPAddress"]
+                assert _lookup(watcher.netns_path, f"worker{i}", net.gateway) == [ip]
+                assert _lookup(watcher.netns_path, "worker", net.gateway) == [ip]
+            assert _lookup(watcher.netns_path, f"worker{i}", net.gateway) == []
+            assert _lookup(watcher.netns_path, "worker", net.gateway) == []
+
+
+def test_dns_forwards_to_upstream(mgr: NetworkManager, resolv_file: Path) -> None:
+    upstream = "127.0.0.77"
+    answers = _fake_upstream(upstream)
+    if answers is None:
+        pytest.skip("cannot bind a fake upstream DNS server on 127.0.0.77:53")
+    try:
+        resolv_file.write_text(f"nameserver {upstream}\n")
+        net = mgr.create("fwd")
+        assert net.gateway
+        with container(mgr, "c", network_mode="fwd") as (_, c):
+            assert _lookup(c.netns_path, "outside.test", net.gateway) == ["192.0.2.123"]
+    finally:
+        answers.close()
+
+
+def test_connect_disconnect_running(mgr: NetworkManager) -> None:
+    mgr.create("back", subnet="10.234.0.0/24")
+    with container(mgr, "svc") as (cid, svc):
+        spec = ContainerSpec(image="busybox")
+        mgr.connect("back", cid, name="svc", spec=spec, aliases=["api"])
+        addrs = ns_run(svc.netns_path, "ip", "-o", "-4", "addr").stdout
+        assert "eth1" in addrs and "10.234.0.2/24" in addrs
+        settings = mgr.settings(cid, spec)
+        assert set(settings["Networks"]) == {"bridge", "back"}
+        assert settings["Networks"]["back"]["Aliases"] == ["api", cid[:12]]
+        with pytest.raises(Conflict):
+            mgr.connect("back", cid, name="svc", spec=spec)
+        with container(mgr, "peer", network_mode="back") as (_, peer):
+            assert _lookup(peer.netns_path, "api", "10.234.0.1") == ["10.234.0.2"]
+            mgr.disconnect("back", cid)
+            assert "eth1" not in ns_run(svc.netns_path, "ip", "-o", "link").stdout
+            assert _lookup(peer.netns_path, "api", "10.234.0.1") == []
+        with pytest.raises(NotFound):
+            mgr.disconnect("back", cid)
+        mgr.disconnect("back", cid, force=True)
+        with pytest.raises(Conflict):
+            mgr.remove("bridge")
+
+
+def test_remove_network_in_use_and_internal(mgr: NetworkManager) -> None:
+    mgr.create("private", internal=True)
+    with container(mgr, "c", network_mode="private") as (_, c):
+        with pytest.raises(Conflict, match="active endpoints"):
+            mgr.remove("private")
+        assert "default" not in ns_run(c.netns_path, "ip", "route").stdout
+    mgr.remove("private")
+
+
+def test_cleanup_stale_and_nothing_left(mgr: NetworkManager) -> None:
+    net = mgr.create("stale")
+    cids = []
+    for name, mode in (("s1", "stale"), ("s2", "bridge")):
+        cid = new_id()
+        mgr.prepare(
+            cid,
+            name,
+            ContainerSpec(image="x", network_mode=mode, ports=parse_publish(f"{_free_port()}:80")),
+            {},
+        )
+        cids.append(cid)
+    assert _dns_running(mgr, net.id)
+    assert sorted(mgr.cleanup_stale(lambda cid: False)) == sorted(cids)
+    assert mgr.cleanup_stale(lambda cid: False) == []
+    assert not _dns_running(mgr, net.id)
+    mgr.remove("stale")
+    objects = _kernel_objects(mgr)
+    assert not objects["bridges"] and not objects["table"] and objects["netns"] == []
+    assert not any(n.startswith("dy") and n in objects["names"] for n in _veths(mgr, cids))
+    nft = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+    assert mgr.cfg.table not in nft
+
+
+def test_cli_port_command(dy: Any, dockyard_env: dict[str, str], resolv_file: Path) -> None:
+    dockyard_env["DOCKYARD_RESOLV_CONF"] = str(resolv_file)
+    paths = Paths(Path(dockyard_env["DOCKYARD_ROOT"]), Path(dockyard_env["DOCKYARD_RUNROOT"]))
+    paths.ensure()
+    db = Database(paths.db)
+    os.environ["DOCKYARD_RESOLV_CONF"] = str(resolv_file)
+    try:
+        m = NetworkManager(paths, db)
+        port = _free_port()
+        cid = new_id()
+        m.prepare(cid, "pweb", ContainerSpec(image="x", ports=parse_publish(f"{port}:80")), {})
+        assert dy("port", "pweb", check=True).stdout == f"80/tcp -> 0.0.0.0:{port}\n"
+        assert dy("port", cid[:10], "80").stdout == f"0.0.0.0:{port}\n"
+        missing = dy("port", "pweb", "81/udp")
+        assert (
+            missing.returncode == 1
+            and "No public port '81/udp' published for pweb" in missing.stderr
+        )
+    finally:
+        os.environ.pop("DOCKYARD_RESOLV_CONF", None)
+        try:
+            NetworkManager(paths, db).destroy_all()
+        finally:
+            subprocess.run(["umount", "-l", str(paths.runroot / "netns")], capture_output=True)
+            db.close()
+
+
+# -- real containers (once the engine runs them) ----------------------------------------------------
+
+
+@pytest.fixture
+def engine(
+    dy: Any, busybox_tar: Path, dockyard_env: dict[str, str], resolv_file: Path
+) -> Iterator[Any]:
+    """The CLI, once it can import an image and run a networked container; else skip."""
+    dockyard_env["DOCKYARD_RESOLV_CONF"] = str(resolv_file)
+    paths = Paths(Path(dockyard_env["DOCKYARD_ROOT"]), Path(dockyard_env["DOCKYARD_RUNROOT"]))
+    busybox_image = "busybox:latest"
+    try:
+        imported = dy("import", str(busybox_tar), busybox_image)
+        if imported.returncode != 0:
+            pytest.skip(f"the engine cannot import images yet: {imported.stderr.strip()[-200:]}")
+        probe = dy("run", "--rm", busybox_image, "true")
+        if probe.returncode != 0:
+            pytest.skip(f"the engine cannot run containers yet: {probe.stderr.strip()[:200]}")
+        if not dy("run", "--rm", busybox_image, "test", "-f", "/etc/resolv.conf").returncode == 0:
+            pytest.skip("the engine does not wire networking yet")
+        yield dy
+    finally:
+        for cid in dy("ps", "-aq", "--no-trunc").stdout.split():
+            dy("rm", "-f", cid)
+        paths.ensure()
+        db = Database(paths.db)
+        try:
+            NetworkManager(paths, db).destroy_all()
+        finally:
+            db.close()
+
+
+def test_engine_published_port_and_dns(engine: Any, webroot: Path) -> None:
+    dy = engine
+    port = _free_port()
+    dy("network", "create", "enet", check=True)
+    dy(
+        "run",
+        "-d",
+        "--name",
+        "www",
+        "--network",
+        "enet",
+        "--network-alias",
+        "site",
+        "-p",
+        f"{port}:80",
+        "-v",
+        f"{webroot}:/www",
+        "busybox:latest",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+        check=True,
+    )
+    deadline = time.monotonic() + 10
+    body = ""
+    while time.monotonic() < deadline:
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read().decode()
+            break
+        except OSError:
+            time.sleep(0.2)
+    assert body == "hello from the container\n"
+    assert dy("port", "www", check=True).stdout == f"80/tcp -> 0.0.0.0:{port}\n"
+    out = dy(
+        "run", "--rm", "--network", "enet", "busybox:latest", "nslookup", "site", check=True
+    ).stdout
+    assert "Address" in out and "10.22" in out
+    dy("rm", "-f", "www", check=True)
+    dy("network", "rm", "enet", check=True)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+def _lookup(netns: str | None, name: str, server: str) -> list[str]:
+    assert netns
+    proc = ns_run(netns, BUSYBOX, "nslookup", "-type=a", name, server)
+    if proc.returncode != 0:
+        return []
+    lines = proc.stdout.split("Name:", 1)[1:] or [""]
+    return [line.split()[-1] for line in lines[0].splitlines() if line.startswith("Address")]
+
+
+def _tcp_query(server: str, name: str) -> bytes:
+    """A raw A query over TCP; the reply message."""
+    import struct
+
+    from dockyard.network.dns import encode_name
+
+    query = (
+        struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+        + encode_name(name)
+        + struct.pack("!HH", 1, 1)
+    )
+    with socket.create_connection((server, 53), timeout=5) as s:
+        s.sendall(struct.pack("!H", len(query)) + query)
+        size = struct.unpack("!H", s.recv(2))[0]
+        data = b""
+        while len(data) < size:
+            data += s.recv(size - len(data))
+    assert data[:2] == b"\x12\x34"
+    return data
+
+
+def _dns_running(mgr: NetworkManager, network_id: str) -> bool:
+    from dockyard.network import dnsctl
+
+    return dnsctl.running(mgr.state_dir / f"dns-{network_id[:12]}.pid", network_id)
+
+
+def _veths(mgr: NetworkManager, cids: list[str]) -> list[str]:
+    return [mgr.cfg.veth_name(cid, net.id) for cid in cids for net in mgr.list()]
+
+
+class _Upstream:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        from dockyard.network.dns import NOERROR, A, build_reply
+
+        while True:
+            try:
+                query, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            self.sock.sendto(
+                build_reply(query, NOERROR, [(A, socket.inet_aton("192.0.2.123"))]), peer
+            )
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _fake_upstream(address: str) -> _Upstream | None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((address, 53))
+    except OSError:
+        sock.close()
+        return None
+    return _Upstream(sock)
