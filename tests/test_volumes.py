@@ -830,7 +830,10 @@ def test_e2e_anonymous_removed_with_rm_and_tmpfs_volume(dy: Any, run_works: str)
     assert dy("volume", "ls", "-q").stdout == "named\n"
     dy("volume", "create", "-o", "type=tmpfs", "-o", "device=tmpfs", "-o", "o=size=1m", "tv",
        check=True)  # fmt: skip
-    out = dy("run", "--rm", "-v", "tv:/t", img, "sh", "-c", "grep ' /t ' /proc/mounts", check=True)
+    script = "grep ' /t ' /proc/mounts"
+    out = dy("run", "--name", "tvuser", "-v", "tv:/t", img, "sh", "-c", script, check=True)
     assert out.stdout.startswith("tmpfs /t tmpfs") and "size=1024k" in out.stdout
     mountpoint = json.loads(dy("volume", "inspect", "tv").stdout)[0]["Mountpoint"]
+    assert mountops.is_mountpoint(mountpoint)
+    dy("rm", "tvuser", check=True)
     assert not mountops.is_mountpoint(mountpoint)  # the last user is gone

@@ -93,17 +93,16 @@ def _make_spec(ctx: Context, args: argparse.Namespace) -> Any:
 
 
 def _image_for(ctx: Context, ref: str, pull: str, quiet: bool) -> Any:
-    try:
-        from dockyard.registry.pull import ensure_image  # type: ignore[attr-defined]
-    except ImportError:
-        ensure_image = None
-    if ensure_image is not None:
-        return ensure_image(ctx, ref, quiet=quiet, policy=pull) if pull != "missing" else ensure_image(ctx, ref, quiet=quiet)
-    try:
-        return ctx.images.resolve(ref)
-    except NotFound:
-        print(f"Unable to find image '{ref}' locally", file=sys.stderr)
-        raise
+    """The local image, pulled first when missing (or always, with --pull always)."""
+    if pull != "always":
+        try:
+            return ctx.images.resolve(ref)
+        except NotFound:
+            if pull == "never":
+                raise
+    from dockyard.registry.pull import ensure_image
+
+    return ensure_image(ctx, ref, quiet=quiet, policy=pull)
 
 
 def _create(ctx: Context, args: argparse.Namespace) -> int:

@@ -299,19 +299,20 @@ def to_spec(args: argparse.Namespace) -> ContainerSpec:
 
 
 def apply_network_flags(spec: ContainerSpec, args: argparse.Namespace) -> None:
-    """Network flags (filled in by the network subsystem's parsers)."""
-    spec.network_mode = args.network
-    spec.network_aliases = list(args.network_alias)
-    spec.ip_address = args.ip
-    spec.dns = list(args.dns)
-    spec.dns_search = list(args.dns_search)
-    spec.dns_options = list(args.dns_option)
-    spec.extra_hosts = list(args.add_host)
-    spec.publish_all = args.publish_all
+    """Network flags, parsed and checked by the network subsystem."""
+    from dockyard.network.options import apply_network_args, parse_expose
+
+    apply_network_args(spec, args)
+    spec.expose = [key for value in args.expose for key in parse_expose(value)]
 
 
 def apply_storage_flags(spec: ContainerSpec, args: argparse.Namespace) -> None:
-    """Volume flags (filled in by the volume subsystem's parsers)."""
+    """-v, --mount, --tmpfs and --volumes-from, parsed by the volume subsystem."""
+    from dockyard.volumes.parse import parse_storage_flags, parse_volumes_from
+
+    spec.mounts = parse_storage_flags(args.volume, args.mount, args.tmpfs)
+    for value in args.volumes_from:
+        parse_volumes_from(value)
     spec.volumes_from = list(args.volumes_from)
 
 

@@ -50,6 +50,8 @@ def container_config(spec: ContainerSpec, image_config: dict[str, Any], hostname
     exposed = dict(image.get("ExposedPorts") or {})
     for port in spec.ports:
         exposed.setdefault(f"{port.container_port}/{port.protocol}", {})
+    for key in spec.expose:
+        exposed.setdefault(key, {})
     volumes = dict(image.get("Volumes") or {})
     for mount in spec.mounts:
         if mount.type == "volume" and not mount.source:

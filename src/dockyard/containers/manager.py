@@ -41,6 +41,8 @@ from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 
 if TYPE_CHECKING:
     from dockyard.images.store import Image, ImageStore
+    from dockyard.network.manager import NetworkManager
+    from dockyard.volumes.manager import VolumeManager
     from dockyard.runtime.runc import Runc
 
 
@@ -313,18 +315,39 @@ class ContainerManager:
         state.oom_killed = False
         state.started_at = now_rfc3339()
         state.finished_at = "0001-01-01T00:00:00Z"
-        values = read_monitor_state(run_dir)
-        if values:
-            container.state = merge_monitor_state(state, values)
-            if container.state.status == "exited":  # exited before we looked
-                container.state.status = "running"
+        state.restart_count = 0
+        state.health = None
         self._save_state(container)
+
+    @property
+    def networks(self) -> NetworkManager:
+        from dockyard.network.manager import NetworkManager
+
+        return NetworkManager(self.paths, self.db)
+
+    @property
+    def volumes(self) -> VolumeManager:
+        from dockyard.volumes.manager import VolumeManager
+
+        return VolumeManager(self.paths, self.db)
 
     def _prepare_network_and_volumes(
         self, container: Container, image: Image, merged: Path
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Hook for the network and volume subsystems (filled in as they land)."""
-        return [], None
+        """Volumes and network for this run: OCI mounts and the netns to join."""
+        spec = container.spec
+        mounts: list[dict[str, Any]] = []
+        if spec.mounts or spec.volumes_from or (image.config.get("config") or {}).get("Volumes"):
+            from dockyard.volumes.parse import parse_volumes_from
+
+            inherited = []
+            for value in spec.volumes_from:
+                ref, mode = parse_volumes_from(value)
+                source = self.get(ref, refresh=False)
+                inherited.extend(self.volumes.volumes_from_mounts(source.id, source.spec, mode))
+            mounts = self.volumes.prepare_mounts(container.id, spec, image.config, merged, inherited)
+        setup = self.networks.prepare(container.id, container.name, spec, image.config)
+        return [*setup.extra_mounts, *mounts], setup.netns_path
 
     def _undo_start(self, container: Container, err: BaseException) -> None:
         self._teardown(container)
@@ -373,7 +396,7 @@ class ContainerManager:
         shutil.rmtree(self.paths.container_run_dir(container.id), ignore_errors=True)
 
     def _teardown_network(self, container: Container) -> None:
-        """Hook for the network subsystem."""
+        self.networks.teardown(container.id)
 
     def cleanup(self, container: Container, *, blocking: bool = True) -> None:
         """After exit: persist the final state, release resources, honour --rm."""
@@ -447,6 +470,12 @@ class ContainerManager:
             if container.state.status == "paused":
                 self.runc.resume(container.id)
                 (run_dir / "paused").unlink(missing_ok=True)
+            if container.state.status == "restarting":
+                # between two runs: the monitor cancels the restart on SIGTERM
+                _signal_monitor(run_dir)
+                self.wait_exit(container, None)
+                self._cleanup_locked(container)
+                return
             if timeout is None:
                 timeout = container.spec.stop_timeout if container.spec.stop_timeout is not None else 10
             stop_signal = signal or container.config.get("StopSignal") or "SIGTERM"
@@ -496,7 +525,10 @@ class ContainerManager:
                         f"{container.state.status}: stop the container before removing or "
                         "force remove"
                     )
-                (self.paths.container_run_dir(container.id) / "stop-requested").touch()
+                run_dir = self.paths.container_run_dir(container.id)
+                (run_dir / "stop-requested").touch()
+                if container.state.status == "restarting":
+                    _signal_monitor(run_dir)
                 if container.state.status == "paused":
                     try:
                         self.runc.resume(container.id)
@@ -521,7 +553,21 @@ class ContainerManager:
             pass
 
     def _release_volumes(self, container: Container, remove_anonymous: bool) -> None:
-        """Hook for the volume subsystem."""
+        self.networks.forget(container.id)
+        self.volumes.release(container.id, remove_anonymous)
+
+    def inspect_extras(self, container: Container) -> dict[str, Any]:
+        """The parts of ``inspect`` that the network and volume subsystems know."""
+        image_config: dict[str, Any] = {}
+        try:
+            image_config = self.images.get(container.image_id).config
+        except DockyardError:
+            pass
+        extras: dict[str, Any] = {
+            "NetworkSettings": self.networks.settings(container.id, container.spec, image_config),
+            "Mounts": self.volumes.mounts_for_inspect(container.id, container.spec),
+        }
+        return extras
 
     def rename(self, container: Container, new_name: str) -> None:
         new_name = ids.validate_container_name(new_name)
@@ -552,6 +598,15 @@ class ContainerManager:
     def restart(self, container: Container, timeout: int | None = None) -> None:
         self.stop(container, timeout)
         self.start(self.get(container.id))
+
+
+def _signal_monitor(run_dir: Path) -> None:
+    import signal
+
+    try:
+        os.kill(int((run_dir / "monitor.pid").read_text()), signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
 
 
 def _read_health(run_dir: Path) -> dict[str, Any] | None:

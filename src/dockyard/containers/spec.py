@@ -110,6 +110,7 @@ class ContainerSpec:
     ip_address: str | None = None
     ports: list[PortBinding] = field(default_factory=list)
     publish_all: bool = False
+    expose: list[str] = field(default_factory=list)  # "80/tcp" keys from --expose
     dns: list[str] = field(default_factory=list)
     dns_search: list[str] = field(default_factory=list)
     dns_options: list[str] = field(default_factory=list)

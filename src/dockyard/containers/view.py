@@ -28,12 +28,7 @@ def _host_config(container: Container) -> dict[str, Any]:
         ports.setdefault(f"{port.container_port}/{port.protocol}", []).append(
             {"HostIp": port.host_ip, "HostPort": str(port.host_port) if port.host_port else ""}
         )
-    binds = []
-    for mount in spec.mounts:
-        if mount.type == "bind" or (mount.type == "volume" and mount.source):
-            binds.append(f"{mount.source}:{mount.target}" + (":ro" if mount.read_only else ""))
     return {
-        "Binds": binds or None,
         "ContainerIDFile": "",
         "LogConfig": {
             "Type": spec.log_config.type,
@@ -70,11 +65,6 @@ def _host_config(container: Container) -> dict[str, Any]:
         "PidsLimit": res.pids_limit or None,
         "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in spec.ulimits] or None,
         "Init": spec.init or None,
-        "Mounts": [
-            {"Type": m.type, "Source": m.source, "Target": m.target, "ReadOnly": m.read_only}
-            for m in spec.mounts
-        ]
-        or None,
         "MaskedPaths": None if spec.privileged else [
             "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
             "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
@@ -156,6 +146,9 @@ def inspect(container: Container, paths: Paths, image_layers: list[str] | None =
     }
     if extra:
         result.update(extra)
+    from dockyard.volumes.parse import host_config_fields
+
+    result["HostConfig"].update(host_config_fields(container.spec.mounts))
     return result
 
 
