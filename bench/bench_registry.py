@@ -122,12 +122,20 @@ def main() -> None:
         if skopeo:
             layout = write_oci_layout(base / "layout", "v1", [("linux", "amd64", big)], index=False)
             sk_push = timed_run(
-                [skopeo, "copy", "--dest-tls-verify=false", "--dest-compress",
-                 f"oci:{layout}:v1", f"docker://{reg.host}/big-skopeo:latest"],
+                [
+                    skopeo,
+                    "copy",
+                    "--dest-tls-verify=false",
+                    "--dest-compress",
+                    f"oci:{layout}:v1",
+                    f"docker://{reg.host}/big-skopeo:latest",
+                ],
                 env,
             )
-            print(f"skopeo copy (push):       {sk_push:6.2f} s   ratio dockyard/skopeo "
-                  f"{push_s / sk_push:.2f}")
+            print(
+                f"skopeo copy (push):       {sk_push:6.2f} s   ratio dockyard/skopeo "
+                f"{push_s / sk_push:.2f}"
+            )
 
         again = timed_run([*DOCKYARD, "push", ref], env)
         from dockyard.cli.context import Context
@@ -142,19 +150,28 @@ def main() -> None:
         push(ctx.images, parse(ref), progress=Progress(io.StringIO()))
         in_process = time.perf_counter() - start
         ctx.close()
-        print(f"second push:              {again:6.3f} s (command), {in_process * 1000:.1f} ms "
-              f"(the push itself; target <= 100 ms)")
+        print(
+            f"second push:              {again:6.3f} s (command), {in_process * 1000:.1f} ms "
+            f"(the push itself; target <= 100 ms)"
+        )
 
         pull_s = timed_run([*DOCKYARD, "pull", ref], store_env("pull"))
         print(f"dockyard pull:            {pull_s:6.2f} s   (download + verify + unpack)")
         if skopeo:
             sk_pull = timed_run(
-                [skopeo, "copy", "--src-tls-verify=false", f"docker://{ref}",
-                 f"oci:{base / 'skopeo-out'}:v1"],
+                [
+                    skopeo,
+                    "copy",
+                    "--src-tls-verify=false",
+                    f"docker://{ref}",
+                    f"oci:{base / 'skopeo-out'}:v1",
+                ],
                 env,
             )
-            print(f"skopeo copy (pull):       {sk_pull:6.2f} s   ratio dockyard/skopeo "
-                  f"{pull_s / sk_pull:.2f}")
+            print(
+                f"skopeo copy (pull):       {sk_pull:6.2f} s   ratio dockyard/skopeo "
+                f"{pull_s / sk_pull:.2f}"
+            )
 
         layers = [compressible_tar(opts.layer_mb * 1_000_000) for _ in range(opts.layers)]
         multi = f"{reg.host}/multi:latest"
@@ -168,8 +185,10 @@ def main() -> None:
                 )
                 shutil.rmtree(base / f"pull-{downloads}-{i}", ignore_errors=True)
         parallel, serial = statistics.median(runs[3]), statistics.median(runs[1])
-        print(f"{opts.layers}-layer pull ({opts.layer_mb} MB each): 3 parallel {parallel:.2f} s, "
-              f"one at a time {serial:.2f} s (medians of 3), speed-up {serial / parallel:.2f}x")
+        print(
+            f"{opts.layers}-layer pull ({opts.layer_mb} MB each): 3 parallel {parallel:.2f} s, "
+            f"one at a time {serial:.2f} s (medians of 3), speed-up {serial / parallel:.2f}x"
+        )
     finally:
         reg.stop()
         shutil.rmtree(base, ignore_errors=True)

@@ -683,7 +683,16 @@ def test_engine_published_port_and_dns(engine: Any, webroot: Path) -> None:
     assert body == "hello from the container\n"
     assert dy("port", "www", check=True).stdout == f"80/tcp -> 0.0.0.0:{port}\n"
     out = dy(
-        "run", "--rm", "--network", "enet", "busybox:latest", "nslookup", "site", check=True
+        "run",
+        "--rm",
+        "--network",
+        "enet",
+        "--dns-search",
+        ".",
+        "busybox:latest",
+        "nslookup",
+        "site",
+        check=True,
     ).stdout
     assert "Address" in out and "10.22" in out
     dy("rm", "-f", "www", check=True)

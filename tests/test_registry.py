@@ -330,3 +330,55 @@ def test_pull_index_chooses_platform(
     proc = dy("pull", "--platform", "linux/s390x", dest)
     assert proc.returncode == 1
     assert "no matching manifest for linux/s390x" in proc.stderr
+
+
+def test_ensure_image_pulls_what_is_missing(
+    pushed: dict,
+    dockyard_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from dockyard.errors import NotFound
+    from dockyard.registry.pull import ensure_image
+
+    env = fresh_env(dockyard_env, tmp_path, "ensure")
+    for key in ("DOCKYARD_ROOT", "DOCKYARD_RUNROOT", "DOCKER_CONFIG"):
+        monkeypatch.setenv(key, env[key])
+    store = open_store(env)
+    try:
+        with pytest.raises(NotFound):
+            ensure_image(store, pushed["ref"], policy="never")
+        image = ensure_image(store, pushed["ref"])
+        assert image.id == pushed["id"]
+        err = capsys.readouterr().err
+        assert err.startswith(f"Unable to find image '{pushed['ref']}' locally\n")
+        assert f"Status: Downloaded newer image for {pushed['ref']}" in err
+        assert ensure_image(store, pushed["ref"]).id == pushed["id"]  # now local: no output
+        assert capsys.readouterr().err == ""
+        image = ensure_image(store, pushed["ref"], policy="always", quiet=True)
+        assert image.id == pushed["id"]
+    finally:
+        store.db.close()
+
+
+def test_push_same_image_to_another_registry(
+    pushed: dict, dockyard_env: dict[str, str], dy, tmp_path: Path
+) -> None:
+    from test_registry_support import start_registry
+
+    second = start_registry(tmp_path / "second")
+    try:
+        other = f"{second.host}/busybox:latest"
+        store = open_store(dockyard_env)
+        try:
+            store.tag(pushed["ref"], other)
+        finally:
+            store.db.close()
+        proc = dy("push", other)
+        assert proc.returncode == 0, proc.stderr
+        assert "Pushed" in proc.stdout
+        first_digest = pushed["out"].splitlines()[-1].split()[2]
+        assert proc.stdout.splitlines()[-1].split()[2] == first_digest  # same gzip bytes
+    finally:
+        second.stop()

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_registry_support import (  # noqa: F401 - fixtures
-    FakeRegistry,
     Registry,
     docker_config_fixture,
     free_port,
@@ -26,6 +28,138 @@ from test_registry_support import (  # noqa: F401 - fixtures
 )
 
 pytestmark = pytest.mark.usefixtures("docker_config")
+
+
+# --- a scriptable fake registry -------------------------------------------------
+
+
+class FakeRegistry:
+    """Serves fixed manifests and blobs over plain HTTP on loopback.
+
+    ``truncate`` names blobs sent with their full Content-Length but only half the
+    bytes; ``stall`` names blobs whose second half waits until ``release`` is set.
+    """
+
+    def __init__(self) -> None:
+        self.manifests: dict[str, tuple[str, bytes]] = {}
+        self.blobs: dict[str, bytes] = {}
+        self.truncate: set[str] = set()
+        self.stall: set[str] = set()
+        self.release = threading.Event()
+        self.stalled = threading.Event()
+        reg = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802
+                reg.handle(self)
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                reg.handle(self, head=True)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def add_image(self, repo: str, tag: str, layers: list[bytes], media_type: str = "") -> str:
+        """Register an image (uncompressed layers unless media_type says otherwise)."""
+        layer_type = media_type or "application/vnd.oci.image.layer.v1.tar"
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {"Cmd": ["sh"]},
+                "rootfs": {"type": "layers", "diff_ids": [sha256(x) for x in layers]},
+            }
+        ).encode()
+        self.blobs[sha256(config)] = config
+        for layer in layers:
+            self.blobs[sha256(layer)] = layer
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": sha256(config),
+                    "size": len(config),
+                },
+                "layers": [
+                    {"mediaType": layer_type, "digest": sha256(x), "size": len(x)} for x in layers
+                ],
+            }
+        ).encode()
+        entry = ("application/vnd.oci.image.manifest.v1+json", manifest)
+        self.manifests[f"{repo}:{tag}"] = entry
+        self.manifests[f"{repo}:{sha256(manifest)}"] = entry
+        return sha256(manifest)
+
+    def handle(self, req: http.server.BaseHTTPRequestHandler, head: bool = False) -> None:
+        path = req.path.split("?")[0]
+        if path == "/v2/":
+            self._send(req, 200, b"{}", "application/json", head)
+            return
+        if "/manifests/" in path:
+            repo, ref = path[4:].split("/manifests/")
+            found = self.manifests.get(f"{repo}:{ref}")
+            if found:
+                self._send(req, 200, found[1], found[0], head)
+                return
+        if "/blobs/" in path:
+            digest = path.rsplit("/", 1)[1]
+            if digest in self.blobs:
+                self._send_blob(req, digest, head)
+                return
+        body = json.dumps({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]})
+        self._send(req, 404, body.encode(), "application/json", head)
+
+    def _send(self, req: Any, status: int, body: bytes, ctype: str, head: bool) -> None:
+        req.send_response(status)
+        req.send_header("Content-Type", ctype)
+        req.send_header("Content-Length", str(len(body)))
+        req.send_header("Docker-Distribution-API-Version", "registry/2.0")
+        if status == 200 and "manifest" in ctype:
+            req.send_header("Docker-Content-Digest", sha256(body))
+        req.end_headers()
+        if not head:
+            req.wfile.write(body)
+
+    def _send_blob(self, req: Any, digest: str, head: bool) -> None:
+        data = self.blobs[digest]
+        req.send_response(200)
+        req.send_header("Content-Type", "application/octet-stream")
+        req.send_header("Content-Length", str(len(data)))
+        req.end_headers()
+        if head:
+            return
+        half = len(data) // 2
+        if digest in self.truncate:
+            req.wfile.write(data[:half])
+            req.wfile.flush()
+            req.close_connection = True
+            return
+        if digest in self.stall:
+            req.wfile.write(data[:half])
+            req.wfile.flush()
+            self.stalled.set()
+            self.release.wait(60)
+            req.wfile.write(data[half:])
+            return
+        req.wfile.write(data)
+
+    def stop(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -213,3 +347,74 @@ def test_interrupted_pull_then_second_pull_completes(
         assert all(d.is_dir() for d in store.layer_dirs(image))
     finally:
         store.db.close()
+
+
+class NoChunkedProxy:
+    """A proxy to a real registry that refuses streamed uploads (411), like some front ends."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import http.client
+
+        proxy = self
+        self.refused = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    proxy.refused += 1
+                    self.send_response(411)
+                    self.send_header("Content-Length", "0")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.close_connection = True
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for key, value in resp.getheaders():
+                    if key.lower() not in ("connection", "transfer-encoding", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _forward  # noqa: N815
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@needs_registry
+def test_push_falls_back_to_monolithic_upload(
+    registry: Registry, dy, dockyard_env: dict[str, str], busybox_tar: Path
+) -> None:
+    proxy = NoChunkedProxy(registry.port)
+    try:
+        ref = f"127.0.0.1:{proxy.port}/mono:latest"
+        import_image(dockyard_env, busybox_tar, ref)
+        proc = dy("push", ref)
+        assert proc.returncode == 0, proc.stderr
+        assert proxy.refused >= 1
+        assert "Pushed" in proc.stdout
+        pulled = dy("pull", f"localhost:{registry.port}/mono:latest")
+        assert pulled.returncode == 0, pulled.stderr
+    finally:
+        proxy.stop()

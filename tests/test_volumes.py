@@ -770,6 +770,13 @@ def run_works(dy: Any, busybox_tar: Path) -> str:
     return "busybox:latest"
 
 
+def settle(dy: Any) -> None:
+    """Wait (briefly) until no container is left: ``run --rm`` removal may still be finishing."""
+    deadline = time.monotonic() + 15
+    while dy("ps", "-aq").stdout.strip() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def test_e2e_named_volume_between_containers(dy: Any, run_works: str) -> None:
     img = run_works
     dy("run", "--rm", "-v", "e2e:/data", img, "sh", "-c", "echo hello > /data/f", check=True)
@@ -777,6 +784,7 @@ def test_e2e_named_volume_between_containers(dy: Any, run_works: str) -> None:
     assert out.stdout == "hello\n"
     refused = dy("run", "--rm", "-v", "e2e:/data:ro", img, "sh", "-c", "echo x > /data/g")
     assert refused.returncode != 0 and "Read-only file system" in refused.stderr
+    settle(dy)
     dy("create", "--name", "holder", "-v", "e2e:/data", img, "true", check=True)
     in_use = dy("volume", "rm", "-f", "e2e")
     assert in_use.returncode == 1 and "remove e2e: volume is in use - [" in in_use.stderr
@@ -802,6 +810,7 @@ def test_e2e_bind_anonymous_and_volumes_from(dy: Any, run_works: str, tmp_path: 
     assert len(anon) == 1
     got = dy("run", "--rm", "--volumes-from", "src:ro", img, "cat", "/anon/f", check=True)
     assert got.stdout == "shared\n"
+    settle(dy)
     dy("rm", "-v", "src", check=True)
     assert dy("volume", "ls", "-q").stdout == ""
     dy(
@@ -820,6 +829,7 @@ def test_e2e_bind_anonymous_and_volumes_from(dy: Any, run_works: str, tmp_path: 
 def test_e2e_anonymous_removed_with_rm_and_tmpfs_volume(dy: Any, run_works: str) -> None:
     img = run_works
     dy("run", "--rm", "-v", "/anon", img, "sh", "-c", "echo x > /anon/f", check=True)
+    settle(dy)
     assert dy("volume", "ls", "-q").stdout == ""  # --rm removes anonymous volumes
     dy("run", "--name", "keeper", "-v", "/anon", "-v", "named:/n", img, "true", check=True)
     names = dy("volume", "ls", "-q").stdout.split()

@@ -154,15 +154,16 @@ class ContainerManager:
             return container
         run_dir = self.paths.container_run_dir(container.id)
         values = read_monitor_state(run_dir)
-        if monitor_is_alive(run_dir):
+        final = values is not None and values.get("status") in ("exited", "failed")
+        if not final and monitor_is_alive(run_dir):
             if values:
                 container.state = merge_monitor_state(state, values)
             if container.state.status == "running" and (run_dir / "paused").exists():
                 container.state.status = "paused"
             container.state.health = _read_health(run_dir)
             return container
-        # The monitor is gone: the container exited, or the machine restarted.
-        if values and values.get("status") in ("exited", "failed"):
+        # The container exited (its monitor may still be finishing), or the machine restarted.
+        if final and values:
             container.state = merge_monitor_state(state, values)
         elif values and pid_alive(int(values.get("pid") or 0)):
             container.state = merge_monitor_state(state, values)  # orphaned but running
@@ -384,10 +385,11 @@ class ContainerManager:
 
     def _teardown(self, container: Container) -> None:
         """Release what a run holds: runtime state, mounts, network. Never raises."""
-        try:
-            self.runc.delete(container.id, force=True)
-        except DockyardError:
-            pass
+        if (self.paths.runtime_state / container.id).exists():
+            try:
+                self.runc.delete(container.id, force=True)
+            except DockyardError:
+                pass
         self._teardown_network(container)
         try:
             rootfs.unmount(self.paths, container.id)
@@ -414,7 +416,8 @@ class ContainerManager:
     def _cleanup_locked(self, container: Container) -> None:
         run_dir = self.paths.container_run_dir(container.id)
         values = read_monitor_state(run_dir)
-        if monitor_is_alive(run_dir):
+        final = values is not None and values.get("status") in ("exited", "failed")
+        if not final and monitor_is_alive(run_dir):
             return  # still running (or restarting): nothing to clean
         if values:
             container.state = merge_monitor_state(container.state, values)

@@ -200,8 +200,9 @@ def forward_udp(query: bytes, servers: list[str], own: str) -> bytes | None:
             family = socket.AF_INET6 if ":" in server else socket.AF_INET
             with socket.socket(family, socket.SOCK_DGRAM) as s:
                 s.settimeout(2.0)
-                s.sendto(query, (server, 53))
-                reply, _ = s.recvfrom(65535)
+                s.connect((server, 53))  # connected: a refusal (ICMP) ends the wait at once
+                s.send(query)
+                reply = s.recv(65535)
                 if reply[:2] == query[:2]:
                     return reply
         except OSError:

@@ -285,6 +285,11 @@ class RegistryClient:
             raise RegistryError(_dial_error(url, urlsplit(url).netloc, err)) from err
         return response.status, response.read()
 
+    def add_scopes(self, scopes: Iterable[str]) -> None:
+        """Ask for more access with the next token (thread-safe)."""
+        with self._auth_lock:
+            self.scopes.update(scopes)
+
     def _authorization(self, refresh: bool = False) -> str | None:
         challenge = self._challenge
         if challenge is None:
@@ -392,7 +397,7 @@ class RegistryClient:
                     if challenge.scheme in ("bearer", "basic"):
                         self._challenge = challenge
                     if challenge.params.get("scope"):
-                        self.scopes.update(challenge.params["scope"].split(" "))
+                        self.add_scopes(challenge.params["scope"].split(" "))
                 refreshed = True
                 self._authorization(refresh=True)
                 continue

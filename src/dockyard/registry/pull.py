@@ -457,7 +457,7 @@ def ensure_image(
         raise NotFound(f"No such image: {ref}")
     parsed = parse(ref).with_default_tag()
     progress = Progress(sys.stderr, quiet=quiet)
-    if policy == "missing":
+    if policy == "missing" and not quiet:
         print(f"Unable to find image '{parsed.familiar()}' locally", file=sys.stderr)
     try:
         return pull(store, parsed, platform=platform, progress=progress)

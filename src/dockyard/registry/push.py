@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from dockyard.errors import DockyardError, NotFound
 from dockyard.images.reference import Reference
 from dockyard.registry import metadata
-from dockyard.registry.auth import RegistryError
+from dockyard.registry.auth import RegistryError, Unauthorized
 from dockyard.registry.client import RegistryClient
 from dockyard.registry.compress import gzip_stream
 from dockyard.registry.manifest import (
@@ -145,7 +145,6 @@ class Pusher:
         base = f"/v2/{self.repo.path}/blobs/uploads/"
         if digest and sources:
             source = sources[0]
-            self.client.scopes.add(f"repository:{source}:pull")
             response = self.client.request(
                 "POST",
                 f"{base}?mount={digest}&from={source}",
@@ -202,14 +201,21 @@ class Pusher:
                     size += len(chunk)
                     yield chunk
 
-        response = self.client.request(
-            "PATCH",
-            location,
-            headers={"Content-Type": "application/octet-stream"},
-            body=body(),
-            expect=(202, 204),
-            what="uploading blob",
-        )
+        try:
+            response = self.client.request(
+                "PATCH",
+                location,
+                headers={"Content-Type": "application/octet-stream"},
+                body=body(),
+                expect=(202, 204),
+                what="uploading blob",
+            )
+        except Unauthorized:
+            raise
+        except RegistryError:
+            # no streamed (chunked) uploads here: compress to a file, upload it whole
+            self._abandon(location)
+            return self._spooled_gzip(layer)
         response.close()
         location = response.header("Location") or location
         desc = Descriptor(DOCKER_LAYER, "sha256:" + digest.hexdigest(), size)
@@ -224,6 +230,31 @@ class Pusher:
         response.close()
         return desc
 
+    def _abandon(self, location: str) -> None:
+        try:
+            self.client.request("DELETE", location, expect=(204, 202, 200), allow=(404,)).close()
+        except RegistryError:
+            pass
+
+    def _spooled_gzip(self, layer: _Layer) -> Descriptor:
+        """Monolithic fallback: gzip into a temporary file, then POST + PUT it."""
+        import tempfile
+
+        record = layer.record
+        self.store.paths.tmp.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=self.store.paths.tmp) as spool:
+            digest = hashlib.sha256()
+            with self.store.content.open(record.blob_digest) as f:
+                for chunk in gzip_stream(f):
+                    digest.update(chunk)
+                    spool.write(chunk)
+            desc = Descriptor(DOCKER_LAYER, "sha256:" + digest.hexdigest(), spool.tell())
+            spool.seek(0)
+            if not self._exists(desc.digest):
+                _kind, location = self._start_upload(None, [])
+                self._put_file(location, spool, desc, layer.ident)
+        return desc
+
     def _push_layer(self, layer: _Layer) -> Descriptor:
         ident, desc, record = layer.ident, layer.desc, layer.record
         if desc is not None and self._exists(desc.digest):
@@ -236,10 +267,10 @@ class Pusher:
             self.progress.status(ident, f"Mounted from {where}")
             self._learn(record.diff_id, desc)
             return desc
-        if desc is not None:
+        if desc is not None and layer.compression:  # the stored blob is what we push
             with self.store.content.open(record.blob_digest) as f:
                 self._put_file(where, f, desc, ident)
-        else:
+        else:  # stored uncompressed: compress again (deterministic, so same digest)
             desc = self._stream_gzip(where, layer)
         self.progress.status(ident, "Pushed")
         self._learn(record.diff_id, desc)
@@ -318,6 +349,8 @@ class Pusher:
             if plan.ident not in seen:
                 self.progress.status(plan.ident, "Preparing")
                 seen.add(plan.ident)
+        # a mount needs pull access to the source repository: ask for it up front
+        self.client.add_scopes(f"repository:{p.sources[0]}:pull" for p in plans if p.sources)
         results: dict[str, Descriptor] = {}
         error: BaseException | None = None
         unique = {p.record.diff_id: p for p in plans}

@@ -1273,7 +1273,6 @@ static void container_exited(int st) {
 	}
 	oom_killed = read_oom();
 	diag("container exited with code %d%s", exit_code, oom_killed ? " (OOM killed)" : "");
-	runtime_delete();
 	ctr_pid = -1;
 	/* Docker's back-off: 100ms doubling to 1 min, reset after a 10s run. */
 	if (now_ms() - started_ms >= 10000)
@@ -1282,9 +1281,14 @@ static void container_exited(int st) {
 	if (restart_delay_ms > RESTART_MAX_DELAY_MS)
 		restart_delay_ms = RESTART_MAX_DELAY_MS;
 	if (!should_restart()) {
+		/* Tell attached clients first: the runtime's clean-up need not delay them. */
 		finish("exited", 0, 1);
+		for (int i = 0; i < nclients; i++)
+			client_flush(&clients[i]);
+		runtime_delete();
 		return;
 	}
+	runtime_delete();
 	status = "restarting";
 	write_state();
 	phase = P_RESTART_WAIT;
