@@ -21,7 +21,9 @@ fi
 
 python=$(command -v python3.11 || command -v python3)
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' --config-settings editable_mode=compat
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev,test]' --config-settings editable_mode=compat
+# byte-compile now: every container start imports these modules
+.venv/bin/python -m compileall -q src/dockyard >/dev/null
 ln -sf "$PWD/.venv/bin/dockyard" /usr/local/bin/dockyard
 .venv/bin/python -c 'from dockyard.runtime.monitor import monitor_binary; monitor_binary()'
 

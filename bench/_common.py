@@ -50,6 +50,9 @@ def median_time(fn: Callable[[], object], runs: int) -> float:
 
 @contextmanager
 def bench_env() -> Iterator[Bench]:
+    # byte-compile first: PYTHONDONTWRITEBYTECODE would make every command recompile
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "src/dockyard")],
+                   stdout=subprocess.DEVNULL, check=False)
     base = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
     b = Bench(base)
     try:

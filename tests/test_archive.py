@@ -71,9 +71,12 @@ def test_load_handmade_docker_save_fixture(store: ImageStore) -> None:
     with open(FIXTURE, "rb") as f:
         assert store.load(f) == ["Loaded image: handmade:1.0"]
     image = store.resolve("handmade:1.0")
-    assert image.id == FIXTURE_ID == "sha256:" + hashlib.sha256(
-        _members(FIXTURE.read_bytes())[FIXTURE_ID[7:] + ".json"]
-    ).hexdigest()
+    assert (
+        image.id
+        == FIXTURE_ID
+        == "sha256:"
+        + hashlib.sha256(_members(FIXTURE.read_bytes())[FIXTURE_ID[7:] + ".json"]).hexdigest()
+    )
     assert image.container_config["Cmd"] == ["/bin/hello"]
     history = store.history("handmade:1.0")
     assert [h.id for h in history] == [FIXTURE_ID, "<missing>", "<missing>"]
@@ -115,7 +118,9 @@ def test_save_writes_docker_and_oci_layout(store: ImageStore) -> None:
     names = [m["annotations"]["io.containerd.image.name"] for m in index["manifests"]]
     assert names == ["docker.io/library/handmade:1.0", "localhost:5000/team/handmade:2"]
     assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == [
-        "1.0", "2"]
+        "1.0",
+        "2",
+    ]
     manifest_digest = index["manifests"][0]["digest"]
     manifest = json.loads(files[f"blobs/sha256/{manifest_digest[7:]}"])
     assert manifest["config"]["digest"] == FIXTURE_ID
@@ -143,7 +148,9 @@ def test_save_load_roundtrip_into_fresh_store(tmp_path: Path, busybox_tar: Path)
     assert fresh.resolve(second_img.id).tags == []
     # gzip-compressed archives load too
     third = _new_store(tmp_path / "third")
-    assert third.load(io.BytesIO(gzip.compress(out.getvalue())))[0] == "Loaded image: busybox:latest"
+    assert (
+        third.load(io.BytesIO(gzip.compress(out.getvalue())))[0] == "Loaded image: busybox:latest"
+    )
 
 
 def _oci_only(archive: bytes) -> dict[str, bytes]:
@@ -170,40 +177,77 @@ def test_load_oci_multiplatform_gzip_layout(store: ImageStore) -> None:
     """An index pointing at an index of platforms, gzip layers, ref.name as the name."""
     layer = _retar({"hello": b"oci\n"})
     blob = gzip.compress(layer)
-    config = json.dumps({
-        "architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-        "config": {"Cmd": ["/hello"]},
-        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]},
-    }).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "created": "2024-01-01T00:00:00Z",
+            "config": {"Cmd": ["/hello"]},
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()],
+            },
+        }
+    ).encode()
 
     def digest(data: bytes) -> str:
         return "sha256:" + hashlib.sha256(data).hexdigest()
 
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": digest(config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": digest(blob), "size": len(blob)}],
-    }).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": digest(blob),
+                    "size": len(blob),
+                }
+            ],
+        }
+    ).encode()
     import platform as _platform
 
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(_platform.machine(), _platform.machine())
-    inner = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "0" * 64,
-             "size": 1, "platform": {"architecture": "s390x", "os": "linux"}},
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(manifest),
-             "size": len(manifest), "platform": {"architecture": arch, "os": "linux"}},
-        ],
-    }).encode()
-    index = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
-                       "digest": digest(inner), "size": len(inner),
-                       "annotations": {"org.opencontainers.image.ref.name": "example.com/oci/app:3"}}],
-    }).encode()
+    inner = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": "sha256:" + "0" * 64,
+                    "size": 1,
+                    "platform": {"architecture": "s390x", "os": "linux"},
+                },
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": digest(manifest),
+                    "size": len(manifest),
+                    "platform": {"architecture": arch, "os": "linux"},
+                },
+            ],
+        }
+    ).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.index.v1+json",
+                    "digest": digest(inner),
+                    "size": len(inner),
+                    "annotations": {"org.opencontainers.image.ref.name": "example.com/oci/app:3"},
+                }
+            ],
+        }
+    ).encode()
     files = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": index}
     for data in (layer, blob, config, manifest, inner):
         files[f"blobs/sha256/{digest(data)[7:]}"] = data
@@ -217,7 +261,9 @@ def test_load_oci_multiplatform_gzip_layout(store: ImageStore) -> None:
     assert store.layer_records(image)[0].blob_digest == digest(blob)
 
 
-def test_truncated_archive_leaves_nothing(store: ImageStore, busybox_tar: Path, tmp_path: Path) -> None:
+def test_truncated_archive_leaves_nothing(
+    store: ImageStore, busybox_tar: Path, tmp_path: Path
+) -> None:
     other = _new_store(tmp_path / "other")
     with open(busybox_tar, "rb") as f:
         other.import_tar(f, [], "", "busybox")
@@ -244,8 +290,13 @@ def test_bad_layer_in_second_image_registers_nothing(store: ImageStore, tmp_path
     files = _members(FIXTURE.read_bytes())
     manifest = json.loads(files["manifest.json"])
     good_config = json.loads(files[FIXTURE_ID[7:] + ".json"])
-    bad_config = dict(good_config, rootfs={"type": "layers", "diff_ids": [
-        good_config["rootfs"]["diff_ids"][0], "sha256:" + "f" * 64]})
+    bad_config = dict(
+        good_config,
+        rootfs={
+            "type": "layers",
+            "diff_ids": [good_config["rootfs"]["diff_ids"][0], "sha256:" + "f" * 64],
+        },
+    )
     bad_bytes = json.dumps(bad_config).encode()
     bad_name = hashlib.sha256(bad_bytes).hexdigest() + ".json"
     files[bad_name] = bad_bytes
@@ -276,8 +327,13 @@ def test_load_moves_existing_tag(store: ImageStore) -> None:
 
 def test_cli_save_load(dockyard_env: dict[str, str], tmp_path: Path) -> None:
     def run(*args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([sys.executable, "-m", "dockyard", *args], input=data,
-                              capture_output=True, env=dockyard_env, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "dockyard", *args],
+            input=data,
+            capture_output=True,
+            env=dockyard_env,
+            timeout=60,
+        )
 
     proc = run("load", "-i", str(FIXTURE))
     assert proc.returncode == 0 and proc.stdout == b"Loaded image: handmade:1.0\n", proc.stderr

@@ -30,22 +30,38 @@ from dockyard.images.store import ImageStore
         ("redis", "docker.io/library/redis", None, None, "redis"),
         ("redis:7", "docker.io/library/redis", "7", None, "redis:7"),
         ("user/app", "docker.io/user/app", None, None, "user/app"),
-        ("docker.io/library/busybox:latest", "docker.io/library/busybox", "latest", None,
-         "busybox:latest"),
+        (
+            "docker.io/library/busybox:latest",
+            "docker.io/library/busybox",
+            "latest",
+            None,
+            "busybox:latest",
+        ),
         ("index.docker.io/library/busybox", "docker.io/library/busybox", None, None, "busybox"),
         ("host:5000/ns/app:tag", "host:5000/ns/app", "tag", None, "host:5000/ns/app:tag"),
         ("localhost/app", "localhost/app", None, None, "localhost/app"),
         ("localhost:5000/x:1", "localhost:5000/x", "1", None, "localhost:5000/x:1"),
         ("Example.com/a/b", "Example.com/a/b", None, None, "Example.com/a/b"),
         ("a.b-c/d__e/f.g", "a.b-c/d__e/f.g", None, None, "a.b-c/d__e/f.g"),
-        ("busybox@sha256:" + "a" * 64, "docker.io/library/busybox", None, "sha256:" + "a" * 64,
-         "busybox@sha256:" + "a" * 64),
-        ("busybox:1@sha256:" + "b" * 64, "docker.io/library/busybox", "1", "sha256:" + "b" * 64,
-         "busybox:1@sha256:" + "b" * 64),
+        (
+            "busybox@sha256:" + "a" * 64,
+            "docker.io/library/busybox",
+            None,
+            "sha256:" + "a" * 64,
+            "busybox@sha256:" + "a" * 64,
+        ),
+        (
+            "busybox:1@sha256:" + "b" * 64,
+            "docker.io/library/busybox",
+            "1",
+            "sha256:" + "b" * 64,
+            "busybox:1@sha256:" + "b" * 64,
+        ),
     ],
 )
-def test_reference_parse(text: str, name: str, tag: str | None, digest: str | None,
-                         familiar: str) -> None:
+def test_reference_parse(
+    text: str, name: str, tag: str | None, digest: str | None, familiar: str
+) -> None:
     ref = reference.parse(text)
     assert (ref.name, ref.tag, ref.digest) == (name, tag, digest)
     assert ref.familiar() == familiar
@@ -53,8 +69,19 @@ def test_reference_parse(text: str, name: str, tag: str | None, digest: str | No
 
 @pytest.mark.parametrize(
     "text",
-    ["", "UPPER", "a:b:c", "-bad", "a//b", "busybox@sha256:abc", "a/b:", ":tag", "a b",
-     "busybox:" + "t" * 129, "x/" + "a" * 260],
+    [
+        "",
+        "UPPER",
+        "a:b:c",
+        "-bad",
+        "a//b",
+        "busybox@sha256:abc",
+        "a/b:",
+        ":tag",
+        "a b",
+        "busybox:" + "t" * 129,
+        "x/" + "a" * 260,
+    ],
 )
 def test_reference_invalid(text: str) -> None:
     with pytest.raises(InvalidArgument) as err:
@@ -114,7 +141,9 @@ def test_apply_changes_dockerfile_syntax() -> None:
     assert config["Volumes"] == {"/data": {}, "/logs": {}}
     assert config["StopSignal"] == "SIGINT"
     assert config["Healthcheck"] == {
-        "Test": ["CMD-SHELL", "wget -q localhost"], "Interval": 5_000_000_000, "Retries": 2
+        "Test": ["CMD-SHELL", "wget -q localhost"],
+        "Interval": 5_000_000_000,
+        "Retries": 2,
     }
     with pytest.raises(InvalidArgument, match="RUN is not a valid change command"):
         apply_changes({}, ["RUN echo"])
@@ -156,17 +185,25 @@ def test_import_resolve_and_layer_dirs(store: ImageStore, busybox_tar: Path) -> 
     assert image.repo_tags == ["busybox:latest"]
     assert image.config["config"]["Cmd"] == ["/bin/sh", "-c", "sh"]
     assert image.config["history"][0]["comment"] == "Imported from -"
-    for ref in ("busybox", "busybox:latest", "docker.io/library/busybox", image.id,
-                image.id[7:], image.id[7:19], image.id[:15]):
+    for ref in (
+        "busybox",
+        "busybox:latest",
+        "docker.io/library/busybox",
+        image.id,
+        image.id[7:],
+        image.id[7:19],
+        image.id[:15],
+    ):
         assert store.resolve(ref).id == image.id
     with pytest.raises(NotFound, match="No such image: nothere"):
         store.resolve("nothere")
     (layer,) = store.layer_dirs(image)
     assert (layer / "bin/busybox").is_file()
     assert os.readlink(layer / "bin/sh") == "/bin/busybox"
-    assert image.size == (layer / "bin/busybox").stat().st_size + sum(
-        (layer / f).stat().st_size for f in ("etc/passwd", "etc/group")
-    )
+    expected = 0  # Docker's layer size: files and symlinks (their target length)
+    for dirpath, _dirs, files in os.walk(layer):
+        expected += sum(os.lstat(os.path.join(dirpath, f)).st_size for f in files)
+    assert image.size == expected
     # a second import of the same content shares the unpacked layer
     with open(busybox_tar, "rb") as f:
         again = store.import_tar(f, [], "again", "other:1")
@@ -193,14 +230,20 @@ def test_rmi_conflicts(store: ImageStore) -> None:
     image = store.import_tar(io.BytesIO(_tar({"f": b"x"})), [], "", "app:1")
     store.tag("app:1", "other:2")
     short = image.id[7:19]
-    with pytest.raises(Conflict, match=f"unable to delete {short} \\(must be forced\\) - image is "
-                                       "referenced in multiple repositories"):
+    with pytest.raises(
+        Conflict,
+        match=f"unable to delete {short} \\(must be forced\\) - image is "
+        "referenced in multiple repositories",
+    ):
         store.remove(short)
     _add_container(store, "c" * 64, image.id, "exited")
     assert store.remove("other:2") == [("Untagged", "other:2")]
-    with pytest.raises(Conflict, match='unable to remove repository reference "app:1" \\(must '
-                                       f'force\\) - container cccccccccccc is using its referenced '
-                                       f'image {short}'):
+    with pytest.raises(
+        Conflict,
+        match='unable to remove repository reference "app:1" \\(must '
+        f"force\\) - container cccccccccccc is using its referenced "
+        f"image {short}",
+    ):
         store.remove("app:1")
     _set_state(store, "c" * 64, "running")
     with pytest.raises(Conflict, match="cannot be forced\\) - image is being used by running"):
@@ -222,15 +265,24 @@ def _add_container(store: ImageStore, cid: str, image_id: str, status: str) -> N
         conn.execute(
             "INSERT INTO containers (id, name, image_id, image, created, spec, config, state)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (cid, "c" + cid[:6], image_id, "app:1", "2024-01-01T00:00:00Z", "{}", "{}",
-             json.dumps({"status": status})),
+            (
+                cid,
+                "c" + cid[:6],
+                image_id,
+                "app:1",
+                "2024-01-01T00:00:00Z",
+                "{}",
+                "{}",
+                json.dumps({"status": status}),
+            ),
         )
 
 
 def _set_state(store: ImageStore, cid: str, status: str) -> None:
     with store.db.transaction() as conn:
-        conn.execute("UPDATE containers SET state = ? WHERE id = ?",
-                     (json.dumps({"status": status}), cid))
+        conn.execute(
+            "UPDATE containers SET state = ? WHERE id = ?", (json.dumps({"status": status}), cid)
+        )
 
 
 def test_commit_from_overlay(store: ImageStore, busybox_tar: Path) -> None:
@@ -245,16 +297,26 @@ def test_commit_from_overlay(store: ImageStore, busybox_tar: Path) -> None:
         with open(merged / "etc/passwd", "a") as f:
             f.write("extra:x:5:5::/:/bin/sh\n")
         assert rootfs.changes(store.paths, cid) == [
-            ("C", "/bin"), ("D", "/bin/ls"), ("C", "/etc/passwd"), ("A", "/hello")
+            ("C", "/bin"),
+            ("D", "/bin/ls"),
+            ("C", "/etc/passwd"),
+            ("A", "/hello"),
         ]
-        image = store.commit(cid, base=base, changes=["ENV X=1"], author="me <me@x>",
-                             message="snapshot", tags=["snap:1"],
-                             container_config={"Cmd": ["cat", "/hello"], "Hostname": "abc"})
+        image = store.commit(
+            cid,
+            base=base,
+            changes=["ENV X=1"],
+            author="me <me@x>",
+            message="snapshot",
+            tags=["snap:1"],
+            container_config={"Cmd": ["cat", "/hello"], "Hostname": "abc"},
+        )
     finally:
         rootfs.remove(store.paths, cid)
     assert image.parent == base.id
     assert image.layers[:1] == base.layers and len(image.layers) == 2
-    assert image.config["config"] == {"Cmd": ["cat", "/hello"], "Env": ["X=1"]}
+    assert image.config["config"] == {"Cmd": ["cat", "/hello"], "Hostname": "abc", "Env": ["X=1"]}
+    assert "comment" not in image.config  # as Docker: the message goes to the history
     assert image.config["author"] == "me <me@x>"
     history = store.history("snap:1")
     assert [h.id for h in history] == [image.id, base.id]
@@ -345,8 +407,11 @@ TABLE_HEADER = re.compile(r"^REPOSITORY +TAG +IMAGE ID +CREATED +SIZE$")
 def test_images_table(dy, busybox_image: str) -> None:  # type: ignore[no-untyped-def]
     out = dy("images", check=True).stdout.splitlines()
     assert TABLE_HEADER.match(out[0])
-    assert re.match(r"^busybox +latest +[0-9a-f]{12} +(Less than a second|\d+ seconds) ago +"
-                    r"\d+(\.\d+)?MB$", out[1])
+    assert re.match(
+        r"^busybox +latest +[0-9a-f]{12} +(Less than a second|\d+ seconds) ago +"
+        r"\d+(\.\d+)?MB$",
+        out[1],
+    )
     # columns line up under the header
     assert out[1].index("latest") == out[0].index("TAG")
     full = dy("images", "--no-trunc", "-q", check=True).stdout.split()
@@ -417,15 +482,24 @@ def test_inspect_tag_rmi_history(dy, busybox_image: str) -> None:  # type: ignor
     history = dy("history", busybox_image, check=True).stdout.splitlines()
     assert re.match(r"^IMAGE +CREATED +CREATED BY +SIZE +COMMENT$", history[0])
     assert history[1].startswith(image_id[7:19]) and history[1].endswith("Imported from -")
-    raw = dy("history", "-H=false", "--no-trunc", "--format", "{{.ID}} {{.Size}}",
-             busybox_image, check=True).stdout.split()
+    raw = dy(
+        "history",
+        "-H=false",
+        "--no-trunc",
+        "--format",
+        "{{.ID}} {{.Size}}",
+        busybox_image,
+        check=True,
+    ).stdout.split()
     assert raw[0] == image_id and int(raw[1]) > 1_000_000
     assert dy("history", "-q", busybox_image, check=True).stdout.split() == [image_id[7:19]]
 
     err = dy("rmi", image_id[7:19])
     assert err.returncode == 1
-    assert (f"Error response from daemon: conflict: unable to delete {image_id[7:19]} (must be "
-            "forced) - image is referenced in multiple repositories") in err.stderr
+    assert (
+        f"Error response from daemon: conflict: unable to delete {image_id[7:19]} (must be "
+        "forced) - image is referenced in multiple repositories"
+    ) in err.stderr
     out = dy("rmi", "again", "localhost:5000/tools/bb:1.0", "nosuch")
     assert out.stdout == "Untagged: again:latest\nUntagged: localhost:5000/tools/bb:1.0\n"
     assert out.returncode == 1 and "No such image: nosuch:latest" in out.stderr
@@ -435,8 +509,18 @@ def test_inspect_tag_rmi_history(dy, busybox_image: str) -> None:  # type: ignor
 
 
 def test_import_stdin_changes_and_message(dy, busybox_tar: Path) -> None:  # type: ignore[no-untyped-def]
-    result = dy("import", "-m", "from stdin", "-c", 'CMD ["sh"]', "--change", "ENV FOO=bar",
-                str(busybox_tar), "imported:v1", check=True)
+    result = dy(
+        "import",
+        "-m",
+        "from stdin",
+        "-c",
+        'CMD ["sh"]',
+        "--change",
+        "ENV FOO=bar",
+        str(busybox_tar),
+        "imported:v1",
+        check=True,
+    )
     assert re.fullmatch(r"sha256:[0-9a-f]{64}\n", result.stdout)
     item = json.loads(dy("image", "inspect", "imported:v1", check=True).stdout)[0]
     assert item["Config"]["Cmd"] == ["sh"] and item["Config"]["Env"] == ["FOO=bar"]
@@ -454,7 +538,9 @@ def test_import_gzip_from_stdin(dockyard_env: dict[str, str], busybox_tar: Path)
 
     proc = subprocess.run(
         [sys.executable, "-m", "dockyard", "import", "-", "gz:1"],
-        input=gzip.compress(busybox_tar.read_bytes()), capture_output=True, env=dockyard_env,
+        input=gzip.compress(busybox_tar.read_bytes()),
+        capture_output=True,
+        env=dockyard_env,
     )
     assert proc.returncode == 0, proc.stderr
     store = _store_for(dockyard_env)
@@ -469,12 +555,14 @@ def test_cli_commit(dy, dockyard_env: dict[str, str], busybox_image: str) -> Non
 
     store = _store_for(dockyard_env)
     manager = ContainerManager(store.paths, store.db, store)
-    container = manager.create(ContainerSpec(image=busybox_image, name="work", cmd=["sh"],
-                                             env=["MODE=test"]))
+    container = manager.create(
+        ContainerSpec(image=busybox_image, name="work", cmd=["sh"], env=["MODE=test"])
+    )
     upper = store.paths.container_dir(container.id) / "upper"
     (upper / "note.txt").write_text("committed\n")
-    out = dy("commit", "-a", "Ann", "-m", "first", "-c", "EXPOSE 8080", "work", "snap:1",
-             check=True)
+    out = dy(
+        "commit", "-a", "Ann", "-m", "first", "-c", "EXPOSE 8080", "work", "snap:1", check=True
+    )
     assert re.fullmatch(r"sha256:[0-9a-f]{64}\n", out.stdout)
     item = json.loads(dy("image", "inspect", "snap:1", check=True).stdout)[0]
     assert item["Author"] == "Ann" and item["Parent"].startswith("sha256:")
@@ -483,8 +571,9 @@ def test_cli_commit(dy, dockyard_env: dict[str, str], busybox_image: str) -> Non
     assert len(item["RootFS"]["Layers"]) == 2
     top = Path(store.layer_dirs(store.resolve("snap:1"))[1])
     assert (top / "note.txt").read_text() == "committed\n"
-    history = dy("history", "--format", "{{.CreatedBy}}|{{.Comment}}", "snap:1",
-                 check=True).stdout.splitlines()
+    history = dy(
+        "history", "--format", "{{.CreatedBy}}|{{.Comment}}", "snap:1", check=True
+    ).stdout.splitlines()
     assert history[0] == "sh|first"
     rm = dy("rmi", busybox_image)
     assert rm.returncode == 1 and "container" in rm.stderr and "(must force)" in rm.stderr
@@ -495,21 +584,35 @@ def test_run_committed_image_end_to_end(dy, busybox_image: str) -> None:  # type
     probe = dy("run", "--rm", busybox_image, "true")
     if probe.returncode != 0:
         pytest.skip(f"dockyard run is not working here: {probe.stderr.strip()[-200:]}")
-    dy("run", "--name", "maker", busybox_image, "sh", "-c", "echo made > /made; rm /bin/ls",
-       check=True)
+    dy(
+        "run",
+        "--name",
+        "maker",
+        busybox_image,
+        "sh",
+        "-c",
+        "echo made > /made; rm /bin/ls",
+        check=True,
+    )
     dy("commit", "-c", 'CMD ["cat", "/made"]', "maker", "made:1", check=True)
     assert dy("run", "--rm", "made:1", check=True).stdout == "made\n"
     assert dy("run", "--rm", "made:1", "ls").returncode != 0
     dy("rm", "maker", check=True)
 
 
-def test_concurrent_imports_share_one_layer(dockyard_env: dict[str, str], busybox_tar: Path) -> None:
+def test_concurrent_imports_share_one_layer(
+    dockyard_env: dict[str, str], busybox_tar: Path
+) -> None:
     import subprocess
     import sys
 
     procs = [
-        subprocess.Popen([sys.executable, "-m", "dockyard", "import", str(busybox_tar), f"par:{i}"],
-                         env=dockyard_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-m", "dockyard", "import", str(busybox_tar), f"par:{i}"],
+            env=dockyard_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for i in range(4)
     ]
     for proc in procs:
@@ -523,3 +626,36 @@ def test_concurrent_imports_share_one_layer(dockyard_env: dict[str, str], busybo
     conn = sqlite3.connect(store.paths.db)
     assert conn.execute("SELECT count(*) FROM layers").fetchone()[0] == 1
     conn.close()
+
+
+def test_mount_many_layers_fits_one_page(store: ImageStore) -> None:
+    """Docker allows ~125 layers; the overlay options must still fit in 4096 bytes."""
+    records = [
+        store.ingest_layer(
+            io.BytesIO(_tar({f"layer{i:03d}": str(i).encode(), "shared": b"%d" % i}))
+        )
+        for i in range(125)
+    ]
+    image = store.create_image({"architecture": "amd64", "os": "linux"}, records, ["deep:1"])
+    cid = "7" * 64
+    rootfs.prepare(store.paths, cid)
+    try:
+        merged = rootfs.mount(store.paths, cid, store.layer_dirs(image))
+        assert (merged / "layer000").read_text() == "0"
+        assert (merged / "layer124").read_text() == "124"
+        assert (merged / "shared").read_text() == "124"
+    finally:
+        rootfs.remove(store.paths, cid)
+
+
+def test_mount_empty_image(store: ImageStore) -> None:
+    image = store.create_image({"architecture": "amd64", "os": "linux"}, [], ["scratchy:1"])
+    cid = "8" * 64
+    rootfs.prepare(store.paths, cid)
+    try:
+        merged = rootfs.mount(store.paths, cid, store.layer_dirs(image))
+        assert sorted(os.listdir(merged)) == [".dockerenv", "dev", "etc", "proc", "sys"]
+        assert rootfs.mount(store.paths, cid, []) == merged  # mounting twice is a no-op
+    finally:
+        rootfs.remove(store.paths, cid)
+    rootfs.unmount(store.paths, cid)  # not mounted any more: fine

@@ -142,9 +142,7 @@ def test_relative_symlink_leading_out_refused(area: tuple[Path, Path], tmp_path:
 def test_hardlink_outside_refused(area: tuple[Path, Path], tmp_path: Path) -> None:
     target, outside = area
     unpack_refused(make_tar(_link("passwd", "/etc/passwd", tarfile.LNKTYPE)), target, tmp_path)
-    unpack_refused(
-        make_tar(_link("s", "../outside/secret", tarfile.LNKTYPE)), target, tmp_path
-    )
+    unpack_refused(make_tar(_link("s", "../outside/secret", tarfile.LNKTYPE)), target, tmp_path)
     data = make_tar(_link("d", str(outside)), _link("x", "d/secret", tarfile.LNKTYPE))
     unpack_refused(data, target, tmp_path)
     assert not (target / "x").exists()
@@ -162,7 +160,9 @@ def test_file_replaces_planted_symlink_without_following(area: tuple[Path, Path]
 def test_whiteouts_become_overlay_whiteouts(tmp_path: Path) -> None:
     target = tmp_path / "t"
     target.mkdir()
-    data = make_tar(_dir("etc"), _file("etc/.wh.passwd", b""), _dir("opt"), _file("opt/.wh..wh..opq", b""))
+    data = make_tar(
+        _dir("etc"), _file("etc/.wh.passwd", b""), _dir("opt"), _file("opt/.wh..wh..opq", b"")
+    )
     layers.unpack(io.BytesIO(data), target)
     st = os.lstat(target / "etc/passwd")
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0

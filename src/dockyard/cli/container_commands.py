@@ -146,7 +146,7 @@ def _run_attached(
             manager.remove(manager.get(container.id, refresh=False), force=True)
         raise
     run_dir = ctx.paths.container_run_dir(container.id)
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     if sig_proxy:
         def forward(signum: int, _frame: object) -> None:
             try:
@@ -282,11 +282,9 @@ class _LabelLookup:
 def _ports_text(ctx: Context, container: Container) -> str:
     if not container.running:
         return ""
-    try:
-        from dockyard.network import ports_text  # type: ignore[attr-defined]
-    except ImportError:
-        return ""
-    return str(ports_text(ctx, container))
+    from dockyard.network import ports_text
+
+    return ports_text(ctx, container)
 
 
 def _matches(container: Container, filters: list[tuple[str, str]], ctx: Context,
@@ -526,11 +524,11 @@ def _inspect(ctx: Context, args: argparse.Namespace) -> int:
             except NotFound:
                 found = None
         if found is None and args.type in (None, "image"):
-            try:
-                from dockyard.cli.image_commands import image_inspect_data  # type: ignore[attr-defined]
+            from dockyard.cli.image_commands import image_inspect_data
 
+            try:
                 found = image_inspect_data(ctx, ctx.images.resolve(name))
-            except (NotFound, ImportError, InvalidArgument):
+            except (NotFound, InvalidArgument):
                 found = None
         if found is None and args.type in (None, "network", "volume"):
             found = _inspect_other(ctx, name, args.type)

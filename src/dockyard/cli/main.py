@@ -99,6 +99,8 @@ ALIASES: dict[str, str] = {
     "network list": "network ls",
     "network remove": "network rm",
     "container port": "port",
+    "image pull": "pull",
+    "image push": "push",
 }
 for _name in (
     "create run start stop kill restart rm wait rename pause unpause logs attach exec top stats "
@@ -161,8 +163,15 @@ def resolve_command(words: list[str]) -> tuple[str, list[str]]:
             return pair, words[2:]
     if words[0] in COMMAND_MODULES:
         return words[0], words[1:]
-    if words[0] in ("image", "container") and len(words) == 1:
-        raise DockyardError(f"Usage:  dockyard {words[0]} COMMAND")
+    groups = {c.split()[0] for c in (*COMMAND_MODULES, *ALIASES) if " " in c}
+    if words[0] in groups:
+        subcommands = sorted(
+            {c.split()[1] for c in (*COMMAND_MODULES, *ALIASES) if c.startswith(words[0] + " ")}
+        )
+        raise UsageError(
+            f"Usage:  dockyard {words[0]} COMMAND\n\nCommands:\n"
+            + "".join(f"  {name}\n" for name in subcommands).rstrip()
+        )
     raise DockyardError(f"unknown command: dockyard {' '.join(words[:2])}")
 
 

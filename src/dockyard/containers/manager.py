@@ -9,6 +9,7 @@ that finds a dead monitor) and is idempotent under a per-container lock.
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import json
 import os
@@ -143,7 +144,7 @@ class ContainerManager:
         container = self._row_to_container(rows[0])
         return self.refresh(container) if refresh else container
 
-    def list(self) -> list[Container]:
+    def list(self) -> builtins.list[Container]:
         rows = self.db.query("SELECT * FROM containers ORDER BY created DESC")
         return [self.refresh(self._row_to_container(r)) for r in rows]
 
@@ -334,7 +335,7 @@ class ContainerManager:
 
     def _prepare_network_and_volumes(
         self, container: Container, image: Image, merged: Path
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[builtins.list[dict[str, Any]], str | None]:
         """Volumes and network for this run: OCI mounts and the netns to join."""
         spec = container.spec
         mounts: list[dict[str, Any]] = []
@@ -363,7 +364,7 @@ class ContainerManager:
         except sqlite3.Error:
             pass
 
-    def exit_command(self, container_id: str) -> list[str]:
+    def exit_command(self, container_id: str) -> builtins.list[str]:
         """What the monitor runs after the container's final exit."""
         return [
             sys.executable,
@@ -582,8 +583,8 @@ class ContainerManager:
         except sqlite3.IntegrityError:
             raise _name_conflict(new_name, self.db) from None
 
-    def prune(self) -> tuple[list[str], int]:
-        removed: list[str] = []
+    def prune(self) -> tuple[builtins.list[str], int]:
+        removed: builtins.list[str] = []
         reclaimed = 0
         for container in self.list():
             if container.running or container.state.status == "created" and False:
@@ -614,7 +615,7 @@ def _signal_monitor(run_dir: Path) -> None:
 
 def _read_health(run_dir: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((run_dir / "health.json").read_text())  # type: ignore[no-any-return]
+        return json.loads((run_dir / "health.json").read_text())
     except (OSError, ValueError):
         return None
 

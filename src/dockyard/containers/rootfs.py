@@ -6,8 +6,9 @@ mount targets such as /etc/hosts, so runc creates nothing in ``upper``) and
 ``lower`` (the image layer list of the last mount, for ``diff``).
 
 The kernel limits the overlay option string to one page, so image layers are
-named by short symlinks ``layers/l/<20 hex>`` relative to ``layers/``, as
-Docker's overlay2 does; the mount is a direct ``mount(2)`` via ctypes.
+named by short symlinks ``layers/l/<12 hex>`` (as Docker's overlay2 does),
+reached through ``/dev/fd/N`` of ``layers/l`` rather than a chdir;
+the mount is a direct ``mount(2)`` via ctypes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dockyard.errors import DockyardError, InvalidArgument, NotFound, UnsafePath
 
 MNT_DETACH = 2
 PAGE_LIMIT = 4096
-SHORT_LINK_LEN = 20
+SHORT_LINK_LEN = 12
 _MAX_SYMLINKS = 40
 
 # Docker's init layer (daemon/initlayer): created once per container.
@@ -91,22 +92,24 @@ def prepare(paths: Paths, container_id: str) -> Path:
 
 
 def short_link(paths: Paths, layer_dir: Path) -> str | None:
-    """The short name (relative to ``paths.layers``) of a layer dir, creating its link."""
+    """The name of a layer dir's short link in ``layers/l`` (created on first use)."""
     if layer_dir.parent != paths.layers:
         return None
     name = layer_dir.name
-    link = f"l/{name[:SHORT_LINK_LEN]}"
-    try:
-        os.symlink(f"../{name}", paths.layers / link)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        (paths.layers / "l").mkdir(exist_ok=True)
-        try:
-            os.symlink(f"../{name}", paths.layers / link)
-        except FileExistsError:
-            pass
-    return link
+    target = f"../{name}"
+    links = paths.layers / "l"
+    for short in (name[:SHORT_LINK_LEN], name):
+        for _ in range(2):
+            try:
+                os.symlink(target, links / short)
+                return short
+            except FileExistsError:
+                if os.readlink(links / short) == target:
+                    return short
+                break  # a prefix shared with another layer: use the full name
+            except FileNotFoundError:
+                links.mkdir(exist_ok=True)
+    return None
 
 
 def is_mounted(paths: Paths, container_id: str) -> bool:
@@ -128,29 +131,36 @@ def mount(paths: Paths, container_id: str, lower_dirs: list[Path]) -> Path:
         return merged
     if not (base / "init").is_dir() or not merged.is_dir():
         prepare(paths, container_id)
-    lowers: list[str] = []
-    for layer in reversed(lower_dirs):
-        layer = Path(layer)
-        lowers.append(short_link(paths, layer) or os.fspath(layer.absolute()))
-    if not lower_dirs:
-        empty = paths.layers / "empty"
-        empty.mkdir(parents=True, exist_ok=True)
-        lowers.append("empty")
-    _write_if_changed(base / "lower", "".join(f"{os.fspath(p)}\n" for p in lower_dirs))
-    lowerdir = ":".join([os.fspath(base / "init"), *lowers])
-    options = f"lowerdir={lowerdir},upperdir={base / 'upper'},workdir={base / 'work'}"
-    extra = ",index=off,redirect_dir=off,metacopy=off"
-    if len(options) + len(extra) >= PAGE_LIMIT:
-        raise DockyardError(f"image has too many layers ({len(lower_dirs)}) for one overlay mount")
-    cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    # Every path goes through an fd (/dev/fd/N/...): short enough for Docker's 125
+    # layers in one page, and no chdir (other threads may rely on the cwd).
+    (paths.layers / "l").mkdir(parents=True, exist_ok=True)
+    layers_fd = os.open(paths.layers / "l", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    base_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.chdir(paths.layers)
+        here = f"/dev/fd/{base_fd}/"
+        links = f"/dev/fd/{layers_fd}/"
+        lowers: list[str] = []
+        for layer in reversed(lower_dirs):
+            layer = Path(layer)
+            short = short_link(paths, layer)
+            lowers.append(links + short if short else os.fspath(layer.absolute()))
+        if not lower_dirs:
+            (paths.layers / "l" / "empty").mkdir(exist_ok=True)
+            lowers.append(links + "empty")
+        _write_if_changed(base / "lower", "".join(f"{os.fspath(p)}\n" for p in lower_dirs))
+        lowerdir = ":".join([here + "init", *lowers])
+        options = f"lowerdir={lowerdir},upperdir={here}upper,workdir={here}work"
+        extra = ",index=off,redirect_dir=off,metacopy=off"
+        if len(options) + len(extra) >= PAGE_LIMIT:
+            raise DockyardError(
+                f"image has too many layers ({len(lower_dirs)}) for one overlay mount"
+            )
         err = _mount_overlay(merged, options + extra)
         if err == errno.EINVAL:  # an older kernel without these options
             err = _mount_overlay(merged, options)
     finally:
-        os.fchdir(cwd)
-        os.close(cwd)
+        os.close(layers_fd)
+        os.close(base_fd)
     if err:
         raise DockyardError(f"mounting the container filesystem failed: {os.strerror(err)}")
     return merged
@@ -188,6 +198,8 @@ def remove(paths: Paths, container_id: str) -> None:
 
     base = paths.container_dir(container_id)
     unmount(paths, container_id)
+    if is_mounted(paths, container_id):  # never delete through a live mount into the layers
+        raise DockyardError(f"container filesystem {base / 'merged'} is still mounted")
     if base.exists():
         shutil.rmtree(base)
 

@@ -135,7 +135,7 @@ class _TarOut:
 
 def save(store: ImageStore, refs: list[str], out: BinaryIO) -> None:
     """Write the images ``refs`` name as one archive to ``out``."""
-    from dockyard.images.remove import rfc3339_ts
+    from dockyard.images.prune import rfc3339_ts
     from dockyard.images.store import json_bytes
 
     if not refs:

@@ -7,10 +7,8 @@ reader never sees a partial blob and a failed write leaves nothing behind.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -106,6 +104,9 @@ class BlobWriter:
 
     def __init__(self, store: ContentStore) -> None:
         self.store = store
+        import hashlib
+        import tempfile
+
         store.paths.tmp.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="blob-", dir=store.paths.tmp)
         self._file: BinaryIO | None = os.fdopen(fd, "wb")

@@ -1,4 +1,4 @@
-"""Layer tarballs: safe unpacking into a directory, and making tars from directories.
+"""Layer tarballs: safe unpacking into a directory (making them: ``tarwriter``).
 
 Unpacking never resolves a path through a symlink: every parent directory is
 opened with ``O_NOFOLLOW`` relative to its own parent (openat-style), so no
@@ -15,21 +15,27 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dockyard.errors import DockyardError, InvalidArgument, UnsafePath
+from dockyard.images.tarwriter import (  # noqa: F401 - re-exported for callers
+    CHUNK,
+    EMPTY_TAR_DIFF_ID,
+    OPAQUE_MARKER,
+    OPAQUE_XATTR,
+    WHITEOUT_PREFIX,
+    XATTR_PAX_PREFIX,
+    TarWriter,
+    tar_overlay_upper,
+    tar_tree,
+)
 
 if TYPE_CHECKING:
     import tarfile
 
-CHUNK = 1024 * 1024
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
-OPAQUE_XATTR = "trusted.overlay.opaque"
-XATTR_PAX_PREFIX = "SCHILY.xattr."
 _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _BLOCK = 512
 _TAIL = 1024 * 1024
@@ -151,7 +157,7 @@ def decompress(stream: Any, compression: str) -> Readable:
 @dataclass
 class UnpackResult:
     diff_id: str  # sha256 of the uncompressed tar
-    size: int  # bytes of regular-file content (hard links counted once)
+    size: int  # bytes of files and symlink targets, hard links once (Docker's DiffSize)
     compression: str  # compression of the bytes handed to ``tee`` ("none" when decompressed)
 
 
@@ -397,6 +403,7 @@ class _Unpacker:
                     depth += 1
         name = parts[-1]
         self._create(parent, name, lambda: os.symlink(target, name, dir_fd=parent))
+        self.size += len(os.fsencode(target))  # Docker's layer size counts link targets too
         if self.same_owner:
             os.chown(name, *self._ids(member), dir_fd=parent, follow_symlinks=False)
         os.utime(name, ns=_times(member), dir_fd=parent, follow_symlinks=False)
@@ -495,154 +502,3 @@ def _times(member: tarfile.TarInfo) -> tuple[int, int]:
     atime_text = member.pax_headers.get("atime")
     atime = int(float(atime_text) * 1e9) if atime_text else mtime
     return atime, mtime
-
-
-# -- making tars ----------------------------------------------------------------
-
-
-class TarWriter:
-    """Writes a PAX tar stream the way Docker does (numeric owners, second mtimes).
-
-    Ends with exactly two zero blocks (no record padding), like Go's archive/tar,
-    so an empty layer has Docker's well-known empty diff ID.
-    """
-
-    def __init__(self, out: BinaryIO) -> None:
-        self.out = out
-        self._links: dict[tuple[int, int], str] = {}
-        self.count = 0
-
-    def add_path(self, path: str, arcname: str, *, overlay: bool = False) -> None:
-        """One entry for ``path`` (not followed if a symlink) named ``arcname``."""
-        import tarfile
-
-        st = os.lstat(path)
-        mode = st.st_mode
-        if overlay and stat.S_ISCHR(mode) and st.st_rdev == 0:
-            head, _, base = arcname.rpartition("/")
-            info = tarfile.TarInfo((head + "/" if head else "") + WHITEOUT_PREFIX + base)
-            info.mtime = int(st.st_mtime)
-            info.mode = 0o600
-            self._write(info)
-            return
-        info = tarfile.TarInfo(arcname)
-        info.mode = stat.S_IMODE(mode)
-        info.uid, info.gid = st.st_uid, st.st_gid
-        info.mtime = int(st.st_mtime)
-        info.uname = info.gname = ""
-        source: str | None = None
-        if stat.S_ISDIR(mode):
-            info.type = tarfile.DIRTYPE
-        elif stat.S_ISREG(mode):
-            key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and key in self._links:
-                info.type = tarfile.LNKTYPE
-                info.linkname = self._links[key]
-            else:
-                if st.st_nlink > 1:
-                    self._links[key] = arcname
-                info.type = tarfile.REGTYPE
-                info.size = st.st_size
-                source = path
-        elif stat.S_ISLNK(mode):
-            info.type = tarfile.SYMTYPE
-            info.linkname = os.readlink(path)
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-        elif stat.S_ISFIFO(mode):
-            info.type = tarfile.FIFOTYPE
-        else:
-            return  # sockets are not archived
-        if not stat.S_ISLNK(mode):
-            info.pax_headers = _xattr_headers(path)
-        self._write(info, source)
-        if overlay and stat.S_ISDIR(mode):
-            try:
-                opaque = os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False)
-            except OSError:
-                opaque = b""
-            if opaque == b"y":
-                marker = tarfile.TarInfo(f"{arcname}/{OPAQUE_MARKER}")
-                marker.mtime = int(st.st_mtime)
-                marker.mode = 0o600
-                self._write(marker)
-
-    def add_tree(
-        self,
-        root: str,
-        prefix: str = "",
-        *,
-        overlay: bool = False,
-        exclude: Collection[str] = (),
-    ) -> None:
-        """Every entry below ``root`` (not ``root`` itself), sorted, names under ``prefix``.
-
-        ``exclude`` holds paths relative to ``root`` ("etc/hosts") to leave out.
-        """
-        try:
-            entries = sorted(os.scandir(root), key=lambda e: e.name)
-        except NotADirectoryError:
-            return
-        for entry in entries:
-            rel = f"{prefix}/{entry.name}" if prefix else entry.name
-            if rel in exclude:
-                continue
-            self.add_path(entry.path, rel, overlay=overlay)
-            if entry.is_dir(follow_symlinks=False):
-                self.add_tree(entry.path, rel, overlay=overlay, exclude=exclude)
-
-    def _write(self, info: tarfile.TarInfo, source: str | None = None) -> None:
-        import tarfile
-
-        self.out.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-        self.count += 1
-        if source is None:
-            return
-        remaining = info.size
-        with open(source, "rb") as f:
-            while remaining > 0:
-                chunk = f.read(min(CHUNK, remaining))
-                if not chunk:
-                    raise DockyardError(f"file {source} shrank while it was being archived")
-                self.out.write(chunk)
-                remaining -= len(chunk)
-        if info.size % _BLOCK:
-            self.out.write(b"\0" * (_BLOCK - info.size % _BLOCK))
-
-    def close(self) -> None:
-        self.out.write(b"\0" * (2 * _BLOCK))
-
-
-def _xattr_headers(path: str) -> dict[str, str]:
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return {}
-    headers: dict[str, str] = {}
-    for name in names:
-        if name.startswith(("trusted.overlay.", "security.selinux", "system.")):
-            continue
-        try:
-            value = os.getxattr(path, name, follow_symlinks=False)
-        except OSError:
-            continue
-        headers[XATTR_PAX_PREFIX + name] = value.decode("utf-8", "surrogateescape")
-    return headers
-
-
-def tar_tree(root: Path, out: BinaryIO, *, exclude: Collection[str] = ()) -> None:
-    """A tar of the whole tree below ``root`` (``docker export``)."""
-    writer = TarWriter(out)
-    writer.add_tree(os.fspath(root), exclude=exclude)
-    writer.close()
-
-
-def tar_overlay_upper(upper: Path, out: BinaryIO, *, exclude: Collection[str] = ()) -> None:
-    """An OCI layer tar from an overlayfs upper directory (``docker commit``)."""
-    writer = TarWriter(out)
-    writer.add_tree(os.fspath(upper), overlay=True, exclude=exclude)
-    writer.close()
-
-
-EMPTY_TAR_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"

@@ -12,9 +12,6 @@ from __future__ import annotations
 import builtins
 import json
 import os
-import shutil
-import sqlite3
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -23,11 +20,13 @@ from dockyard.config import Paths
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.images import reference as refmod
 from dockyard.images.content import ContentStore
-from dockyard.images.layers import Readable
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from dockyard.db import Database
-    from dockyard.images.remove import PruneReport
+    from dockyard.images.layers import Readable
+    from dockyard.images.prune import PruneReport
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -79,7 +78,6 @@ class Image:
     manifest_digest: str | None
     layers: list[str]  # diff IDs, bottom first
     parent: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def short_id(self) -> str:
@@ -267,13 +265,16 @@ class ImageStore:
 
     def list(self) -> builtins.list[Image]:
         """Every image, newest first."""
-        rows = self.db.query(_IMAGE_SELECT + " ORDER BY i.created DESC, i.added DESC")
+        from dockyard.images.prune import rfc3339_ts
+
+        rows = self.db.query(_IMAGE_SELECT + " ORDER BY i.added DESC")
         images = []
         for row in rows:
             try:
                 images.append(self._image_from_row(row))
             except DockyardError:
                 continue
+        images.sort(key=lambda image: rfc3339_ts(image.created), reverse=True)
         return images
 
     def layer_dirs(self, image: Image) -> builtins.list[Path]:
@@ -348,6 +349,9 @@ class ImageStore:
         The layer is registered (and so kept) only by :meth:`create_image`; a caller
         that fails before that should call :meth:`discard_layers`.
         """
+        import shutil
+        import tempfile
+
         from dockyard.images.layers import unpack
 
         if expected_diff_id:
@@ -380,8 +384,8 @@ class ImageStore:
             if tmpdir.exists():
                 shutil.rmtree(tmpdir, ignore_errors=True)
         media = LAYER_MEDIA_TYPES[result.compression]
-        if media_type and media_type.endswith(("+gzip", ".gzip")) == (result.compression == "gzip"):
-            media = media_type if result.compression != "zstd" else media
+        if media_type and _compression_of(media_type) == result.compression:
+            media = media_type  # e.g. a Docker media type a registry used
         return LayerRecord(
             result.diff_id, blob_digest, media, blob_size, result.size, new_blob, new_dir
         )
@@ -467,35 +471,15 @@ class ImageStore:
         source: str = "-",
         platform: tuple[str, str] | None = None,
     ) -> Image:
-        """``docker import``: the tarball (maybe compressed) becomes a one-layer image."""
-        from dockyard.images.changes import apply_changes
+        """``docker import``: the tarball (maybe compressed) becomes a one-layer image.
 
-        tags: builtins.list[str] = []
-        if reference:
-            parsed = refmod.parse(reference)
-            if parsed.digest:
-                raise InvalidArgument("cannot import digest reference")
-            tags.append(parsed.with_default_tag().string())
-        image_config = apply_changes({}, list(changes or []))
-        layer = self.ingest_layer(fileobj)
-        try:
-            created = now_rfc3339()
-            comment = message or f"Imported from {source}"
-            arch, variant = platform or host_platform()
-            config: dict[str, Any] = {
-                "architecture": arch,
-                "comment": comment,
-                "config": image_config,
-                "created": created,
-                "history": [{"created": created, "comment": comment}],
-                "os": "linux",
-            }
-            if variant:
-                config["variant"] = variant
-            return self.create_image(config, [layer], tags)
-        except BaseException:
-            self.discard_layers([layer])
-            raise
+        ``source`` is what the history comment names ("Imported from -") without ``message``.
+        """
+        from dockyard.images.create import import_image
+
+        return import_image(
+            self, fileobj, changes or [], message, reference, source=source, platform=platform
+        )
 
     def commit(
         self,
@@ -510,71 +494,26 @@ class ImageStore:
         container_config: dict[str, Any] | None = None,
         exclude: builtins.list[str] | None = None,
     ) -> Image:
-        """``docker commit``: the container's upper dir as a new layer on its base image.
+        """``docker commit``: the container's upper dir (or ``layer``) on its base image.
 
         ``container_config`` is the container's Docker config (Cmd, Env, ... as run);
-        it defaults to the base image's. ``--change`` lines apply on top.
+        it defaults to the base image's. ``--change`` lines apply on top. ``exclude``
+        lists container paths left out of the layer.
         """
-        from dockyard.containers import rootfs
-        from dockyard.images.changes import apply_changes
-        from dockyard.images.layers import EMPTY_TAR_DIFF_ID
+        from dockyard.images.create import commit_image
 
-        names = [refmod.parse_tagged(t) for t in tags or []]
-        if any(n.digest for n in names):
-            raise InvalidArgument("refusing to create a tag with a digest reference")
-        source_config = (
-            container_config
-            if container_config is not None
-            else (base.container_config if base else {})
+        return commit_image(
+            self,
+            container_id,
+            layer,
+            base,
+            changes or [],
+            author,
+            message,
+            tags or [],
+            container_config=container_config,
+            exclude=exclude or [],
         )
-        new_config = apply_changes(_image_config_subset(source_config), list(changes or []))
-        own_layer = layer is None
-        stream = (
-            rootfs.commit_layer(self.paths, container_id, exclude or ()) if own_layer else layer
-        )
-        assert stream is not None
-        try:
-            record = self.ingest_layer(stream)
-        finally:
-            if own_layer:
-                stream.close()
-        try:
-            empty = record.diff_id == EMPTY_TAR_DIFF_ID
-            base_layers = self.layer_records(base) if base else []
-            created = now_rfc3339()
-            base_config = base.config if base else {}
-            arch, variant = host_platform()
-            config: dict[str, Any] = {
-                "architecture": base_config.get("architecture") or arch,
-            }
-            if author:
-                config["author"] = author
-            if message:
-                config["comment"] = message
-            config["config"] = new_config
-            config["container"] = container_id
-            config["created"] = created
-            entry: dict[str, Any] = {"created": created}
-            if author:
-                entry["author"] = author
-            cmd = (source_config or {}).get("Cmd") or []
-            if cmd:
-                entry["created_by"] = " ".join(cmd)
-            if message:
-                entry["comment"] = message
-            if empty:
-                entry["empty_layer"] = True
-            config["history"] = [*(base_config.get("history") or []), entry]
-            config["os"] = base_config.get("os") or "linux"
-            if base_config.get("variant") or (not base and variant):
-                config["variant"] = base_config.get("variant") or variant
-            layers = base_layers if empty else [*base_layers, record]
-            return self.create_image(
-                config, layers, [n.string() for n in names], parent=base.id if base else None
-            )
-        except BaseException:
-            self.discard_layers([record])
-            raise
 
     # -- history --------------------------------------------------------------
 
@@ -624,7 +563,7 @@ class ImageStore:
         self, all: bool = False, filters: dict[str, builtins.list[str]] | None = None
     ) -> tuple[builtins.list[tuple[str, str]], int]:
         """``docker image prune``: (records, bytes reclaimed)."""
-        from dockyard.images.remove import prune_images
+        from dockyard.images.prune import prune_images
 
         report: PruneReport = prune_images(self, all=all, filters=filters or {})
         return report.records, report.reclaimed
@@ -648,21 +587,9 @@ class ImageStore:
         return load(self, fileobj)
 
 
-def _image_config_subset(config: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a container's config that belong in an image config."""
-    keep = (
-        "User",
-        "ExposedPorts",
-        "Env",
-        "Entrypoint",
-        "Cmd",
-        "Healthcheck",
-        "ArgsEscaped",
-        "Volumes",
-        "WorkingDir",
-        "Labels",
-        "OnBuild",
-        "StopSignal",
-        "Shell",
-    )
-    return {k: config[k] for k in keep if config.get(k) not in (None, "", [], {})}
+def _compression_of(media_type: str) -> str:
+    if media_type.endswith(("+gzip", ".gzip")):
+        return "gzip"
+    if media_type.endswith(("+zstd", ".zstd")):
+        return "zstd"
+    return "none"

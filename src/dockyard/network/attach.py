@@ -27,7 +27,7 @@ from dockyard.db import Database
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.ids import new_id
 from dockyard.network import config as netconfig
-from dockyard.network import dnsctl, firewall, ipam, kernel, options, ports, store
+from dockyard.network import dnsctl, firewall, gc, ipam, kernel, options, ports, store
 from dockyard.network.store import Endpoint, NetContainer, NetworkRecord
 
 
@@ -102,6 +102,7 @@ class Attacher:
     def _ensure_builtin(self) -> None:
         if len(self.db.query("SELECT id FROM networks WHERE builtin = 1")) >= 3:
             return
+        gc.sweep_orphans()  # a new store: a good time to clear what deleted stores left
         with self.lock():
             have = {r[0] for r in self.db.query("SELECT name FROM networks WHERE builtin = 1")}
             subnet = self.cfg.default_subnet
@@ -163,7 +164,12 @@ class Attacher:
             firewall.PortRule(p.protocol, p.host_ip, p.host_port, p.container_ip, p.container_port)
             for p in store.ports(self.db.conn)
         ]
-        firewall.apply(self.cfg, bridges, rules)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        firewall.apply(self.cfg, bridges, rules, cache=self._ruleset_cache)
+
+    @property
+    def _ruleset_cache(self) -> Path:
+        return self.state_dir / "ruleset.nft"
 
     def _sync_quietly(self) -> None:
         try:
@@ -180,10 +186,15 @@ class Attacher:
         if net.is_default_bridge:
             net = self._revalidate_default(net)
         kernel.enable_forwarding()
-        mtu = int(net.options.get("com.docker.network.driver.mtu", "1500"))
-        assert net.bridge and net.gateway
-        kernel.ensure_bridge(net.bridge, net.gateway, net.prefixlen, mtu)
+        self.make_bridge(net)
         return net
+
+    def make_bridge(self, net: NetworkRecord) -> None:
+        """Create the network's bridge, noting it for the orphan sweep first."""
+        assert net.bridge and net.gateway
+        gc.note_bridge(self.cfg, self.paths.root, self.paths.runroot, net.bridge)
+        mtu = int(net.options.get("com.docker.network.driver.mtu", "1500"))
+        kernel.ensure_bridge(net.bridge, net.gateway, net.prefixlen, mtu)
 
     def _revalidate_default(self, net: NetworkRecord) -> NetworkRecord:
         subnet = self.cfg.default_subnet
@@ -512,6 +523,9 @@ class Attacher:
         stale = [cid for cid in store.active_containers(self.db.conn) if not is_running(cid)]
         for cid in stale:
             self.teardown(cid)
+        if stale:  # the rules may have been touched by hand as well: rewrite them
+            self._ruleset_cache.unlink(missing_ok=True)
+            self._sync_quietly()
         return stale
 
     def destroy_all(self) -> None:
@@ -523,12 +537,14 @@ class Attacher:
                 self._stop_dns(net.id)
                 if net.bridge:
                     kernel.delete_link(net.bridge)
+            self._ruleset_cache.unlink(missing_ok=True)
             firewall.apply(self.cfg, [], [])
             netns_dir = self.paths.runroot / "netns"
             if netns_dir.exists():
                 for entry in netns_dir.iterdir():
                     kernel.delete_netns(entry)
                 kernel.delete_netns(netns_dir)
+            gc.forget_store(self.cfg)
 
     # -- views ------------------------------------------------------------------------
 

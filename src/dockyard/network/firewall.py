@@ -24,6 +24,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from dockyard.network.config import NetConfig
 from dockyard.network.kernel import NetworkError
@@ -167,6 +168,11 @@ def _ensure_jump(iptables: str, table: str, builtin: str, chain: str) -> None:
 
 def _remove_iptables_chains(iptables: str, table: str, chains: dict[str, str]) -> None:
     base = [iptables, "-w", "-t", table]
+    chains = {
+        c: b
+        for c, b in chains.items()
+        if not subprocess.run([*base, "-S", c], capture_output=True).returncode
+    }
     for chain, builtin in chains.items():
         if builtin:
             while not subprocess.run(
@@ -225,10 +231,28 @@ def _iptables_full(cfg: NetConfig, bridges: list[BridgeRules], ports: list[PortR
             _ensure_jump(iptables, "filter" if builtin == "FORWARD" else "nat", builtin, chain)
 
 
-def apply(cfg: NetConfig, bridges: list[BridgeRules], ports: list[PortRule]) -> None:
-    """Make the kernel's rules for this store match ``bridges`` and ``ports``."""
+def apply(
+    cfg: NetConfig, bridges: list[BridgeRules], ports: list[PortRule], cache: Path | None = None
+) -> None:
+    """Make the kernel's rules for this store match ``bridges`` and ``ports``.
+
+    ``cache`` holds the last ruleset applied: an identical one is not sent again (most
+    container starts change no rule), which saves an nft run per start and stop.
+    """
     if cfg.firewall == "iptables":
         _iptables_full(cfg, bridges, ports)
         return
-    _run(["nft", "-f", "-"], nft_script(cfg.table, bridges, ports))
+    script = nft_script(cfg.table, bridges, ports)
+    try:
+        unchanged = cache is not None and cache.read_text() == script
+    except OSError:
+        unchanged = False
+    if not unchanged:
+        if cache is not None:
+            cache.unlink(missing_ok=True)
+        _run(["nft", "-f", "-"], script)
+        if cache is not None:
+            tmp = cache.with_name(cache.name + ".tmp")
+            tmp.write_text(script)
+            tmp.replace(cache)
     _sync_iptables_accept(cfg, bridges)

@@ -140,7 +140,10 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int = 1500) -> N
     """Create the bridge with the gateway address, up, ready for localhost DNAT."""
     cmds = []
     if not link_exists(name):
-        cmds.append(f"link add {name} type bridge")
+        # A fixed MAC: left alone, a bridge takes its ports' lowest MAC and changes it as
+        # containers come and go, and containers' ARP entries for the gateway go stale.
+        mac = "02:" + ":".join(f"{b:02x}" for b in os.urandom(5))
+        cmds.append(f"link add {name} address {mac} type bridge")
     cmds += [
         f"link set {name} mtu {mtu}",
         f"address replace {gateway}/{prefixlen} dev {name}",
@@ -176,6 +179,8 @@ def attach_veth(
             f"link add {host_if} mtu {mtu} type veth peer name {container_if} mtu {mtu} "
             f"netns {netns}",
             f"link set {host_if} master {bridge}",
+            # hairpin: with br_netfilter, a container's packet to a published port of its
+            # own is DNATed at the bridge and must go back out of the port it came in by
             f"link set {host_if} type bridge_slave hairpin on",
             f"link set {host_if} up",
         ]

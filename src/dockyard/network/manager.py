@@ -132,7 +132,8 @@ class NetworkManager(Attacher):
             with self.db.transaction() as conn:
                 store.insert_network(conn, record)
             try:
-                kernel.ensure_bridge(bridge, gw, net.prefixlen, int(mtu))
+                self.make_bridge(record)
+                self._ruleset_cache.unlink(missing_ok=True)
                 self.sync_firewall()
             except BaseException:
                 kernel.delete_link(bridge)
