@@ -238,7 +238,7 @@ def execute(command: str, ctx: Context, args: argparse.Namespace) -> int:
         )
     sub, rest = words[0], words[1:]
     if sub not in SUBCOMMANDS:
-        raise InvalidArgument(f"unknown docker command: \"compose {sub}\"")
+        raise InvalidArgument(f'unknown docker command: "compose {sub}"')
     parser = _parser(f"dockyard compose {sub}")
     _configure_sub(sub, parser)
     if sub in ("exec", "run"):

@@ -536,7 +536,7 @@ def _inspect(ctx: Context, args: argparse.Namespace) -> int:
             missing.append(name)
         else:
             results.append(found)
-    if results or not missing:
+    if results or not args.format:
         print_inspect(results, args.format)
     if missing:
         raise DockyardError(f"No such object: {missing[-1]}", exit_code=1)
@@ -544,7 +544,17 @@ def _inspect(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _inspect_other(ctx: Context, name: str, kind: str | None) -> Any:
-    """Networks and volumes, once those subsystems answer."""
+    """Networks, then volumes, as ``docker inspect`` looks them up."""
+    if kind in (None, "network"):
+        try:
+            return ctx.containers.networks.inspect(name)
+        except NotFound:
+            pass
+    if kind in (None, "volume"):
+        try:
+            return ctx.containers.volumes.inspect(name)
+        except NotFound:
+            pass
     return None
 
 

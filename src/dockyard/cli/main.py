@@ -75,6 +75,8 @@ COMMAND_MODULES: dict[str, str] = {
     "network connect": "network_commands",
     "network disconnect": "network_commands",
     "port": "network_commands",
+    # compose: global flags come before the subcommand, so it parses everything itself
+    "compose": "compose_commands",
 }
 
 # management-command forms ("docker container ls") -> the short command

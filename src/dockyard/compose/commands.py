@@ -59,9 +59,7 @@ def targets(
 ) -> list[Any]:
     for name in services:
         project.service(name)
-    return resources.project_containers(
-        ctx, project.name, services=services or None, oneoff=oneoff
-    )
+    return resources.project_containers(ctx, project.name, services=services or None, oneoff=oneoff)
 
 
 # -- up / create ---------------------------------------------------------------------
@@ -189,7 +187,9 @@ def _restart(ctx: Context, g: argparse.Namespace, ns: argparse.Namespace) -> int
     project = require(g)
     services = list(ns.services)
     if services and not ns.no_deps:
-        services = list(dict.fromkeys(services + [d for s in services for d in project.dependents(s)]))
+        services = list(
+            dict.fromkeys(services + [d for s in services for d in project.dependents(s)])
+        )
     containers = targets(ctx, project, services)
     progress = Progress()
     ops.stop_containers(ctx, project, containers, progress, ns.timeout)

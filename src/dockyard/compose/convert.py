@@ -339,9 +339,17 @@ def _mounts(
     for kind, defined in (("secrets", project.secrets), ("configs", project.configs)):
         for ref in svc.get(kind) or []:
             item = defined[ref["source"]]
-            source = item.get("file") or _write_file_object(project, kind, ref["source"], item, state_dir)
+            source = item.get("file") or _write_file_object(
+                project, kind, ref["source"], item, state_dir
+            )
             mounts.append(
-                Mount("bind", ref["target"], source, True, {"origin": "mount", "propagation": "rprivate"})
+                Mount(
+                    "bind",
+                    ref["target"],
+                    source,
+                    True,
+                    {"origin": "mount", "propagation": "rprivate"},
+                )
             )
     return mounts
 

@@ -96,9 +96,7 @@ def build_args(project: Project, service: str) -> dict[str, Any]:
     svc = project.services[service]
     build = dict(svc.get("build") or {})
     labels = dict(build.get("labels") or {})
-    labels.update(
-        {L_PROJECT: project.name, L_SERVICE: service, L_VERSION: COMPOSE_VERSION}
-    )
+    labels.update({L_PROJECT: project.name, L_SERVICE: service, L_VERSION: COMPOSE_VERSION})
     return {
         "context": str(build.get("context") or project.working_dir),
         "dockerfile": build.get("dockerfile"),
@@ -181,4 +179,6 @@ def _build_subprocess(ctx: Context, spec: dict[str, Any], quiet: bool) -> None:
         if inline is not None:
             os.unlink(inline.name)
     if proc.returncode != 0:
-        raise DockyardError(f"failed to build {spec['tags'][0]}: dockyard build exited {proc.returncode}")
+        raise DockyardError(
+            f"failed to build {spec['tags'][0]}: dockyard build exited {proc.returncode}"
+        )

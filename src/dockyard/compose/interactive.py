@@ -303,8 +303,8 @@ def _run_attached(ctx: Context, container: Container, *, remove: bool) -> int:
     try:
         manager.start(container, attach=True)
         if not container.spec.tty:
-            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                previous[signum] = signal.signal(signum, forward)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                previous[int(sig)] = signal.signal(sig, forward)
         try:
             code = attach_session(
                 ctx.paths.container_run_dir(container.id),

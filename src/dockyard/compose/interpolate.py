@@ -184,7 +184,9 @@ def parse_dotenv(
         key, sep, rest = line.partition("=")
         key = key.strip()
         if not _NAME.fullmatch(key) and not re.fullmatch(r"[^\s=#]+", key):
-            raise InvalidArgument(f"{source} line {i}: unexpected character in variable name {key!r}")
+            raise InvalidArgument(
+                f"{source} line {i}: unexpected character in variable name {key!r}"
+            )
         if not sep:
             values[key] = None
             continue

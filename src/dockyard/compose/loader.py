@@ -70,9 +70,7 @@ def find_files(opts: LoadOptions, environ: dict[str, str]) -> list[str]:
         sep = environ.get("COMPOSE_PATH_SEPARATOR") or ":"
         base = opts.project_directory or opts.cwd
         return [
-            os.path.abspath(os.path.join(base, f))
-            for f in environ["COMPOSE_FILE"].split(sep)
-            if f
+            os.path.abspath(os.path.join(base, f)) for f in environ["COMPOSE_FILE"].split(sep) if f
         ]
     directory = Path(opts.project_directory or opts.cwd).resolve()
     for candidate in (directory, *directory.parents):
@@ -157,9 +155,7 @@ class _Reader:
         if not isinstance(data, dict):
             raise ComposeFileError(f"{source}: top-level object must be a mapping")
         try:
-            data = interpolate.interpolate_tree(
-                data, lambda k: self.environ.get(k), warn=self.warn
-            )
+            data = interpolate.interpolate_tree(data, lambda k: self.environ.get(k), warn=self.warn)
         except interpolate.InterpolationError as err:
             raise ComposeFileError(f"{source}: {err}") from None
         checked = merge.strip_markers(data)
@@ -188,9 +184,7 @@ class _Reader:
             return dict(service) if isinstance(service, dict) else {}
         key = f"{f.path}:{name}"
         if key in chain:
-            raise InvalidArgument(
-                "circular reference with extends: " + " -> ".join([*chain, key])
-            )
+            raise InvalidArgument("circular reference with extends: " + " -> ".join([*chain, key]))
         if isinstance(ext, str):
             ext = {"service": ext}
         target_file = f
@@ -223,7 +217,7 @@ def rebase_paths(service: dict[str, Any], directory: str) -> dict[str, Any]:
             absolute(e) if isinstance(e, str) else {**e, "path": absolute(e["path"])}
             for e in merge.as_list(out["env_file"])
         ]
-    volumes = []
+    volumes: list[Any] = []
     for v in out.get("volumes") or []:
         if isinstance(v, str) and v.startswith("."):
             source, sep, rest = v.partition(":")

@@ -77,9 +77,7 @@ def normalize_project(
         svc_profiles = project.services[svc_name].get("profiles") or []
         if svc_profiles and "*" not in profiles and not set(svc_profiles) & set(profiles):
             project.disabled.add(svc_name)
-    used_default = any(
-        "default" in (s.get("networks") or {}) for s in project.services.values()
-    )
+    used_default = any("default" in (s.get("networks") or {}) for s in project.services.values())
     if used_default and "default" not in project.networks:
         project.networks["default"] = {"name": f"{name}_default"}
     for svc_name in project.services:
@@ -188,7 +186,9 @@ def _service(name: str, svc: dict[str, Any], ctx: _Context) -> dict[str, Any]:
         svc["environment"] = svc_env
     for key in ("labels", "annotations", "sysctls"):
         if key in svc:
-            svc[key] = {k: env_text("" if v is None else v) for k, v in list_or_dict(svc[key]).items()}
+            svc[key] = {
+                k: env_text("" if v is None else v) for k, v in list_or_dict(svc[key]).items()
+            }
     if "ports" in svc:
         svc["ports"] = _ports(name, svc["ports"], ctx)
     if "expose" in svc:
@@ -249,8 +249,10 @@ def _environment(name: str, svc: dict[str, Any], ctx: _Context) -> dict[str, str
     environ = ctx.project.environ
     values: dict[str, str] = {}
     for entry in as_list(svc.pop("env_file", None)):
-        path, required = (entry, True) if isinstance(entry, str) else (
-            entry["path"], to_bool(entry.get("required", True))
+        path, required = (
+            (entry, True)
+            if isinstance(entry, str)
+            else (entry["path"], to_bool(entry.get("required", True)))
         )
         full = ctx.path(str(path))
         if not os.path.isfile(full) and not required:
@@ -378,16 +380,14 @@ def _extra_hosts(name: str, value: Any, ctx: _Context) -> list[str]:
     else:
         items = [str(v) for v in value]
     return [
-        _check(parse_add_host, v, f"services.{name}.extra_hosts[{i}]")
-        for i, v in enumerate(items)
+        _check(parse_add_host, v, f"services.{name}.extra_hosts[{i}]") for i, v in enumerate(items)
     ]
 
 
 def _depends_on(value: Any) -> dict[str, dict[str, Any]]:
     if isinstance(value, list):
         return {
-            n: {"condition": "service_started", "required": True, "restart": False}
-            for n in value
+            n: {"condition": "service_started", "required": True, "restart": False} for n in value
         }
     return {
         n: {
@@ -408,7 +408,11 @@ def _service_networks(name: str, svc: dict[str, Any], ctx: _Context) -> None:
         return
     raw = svc.get("networks")
     nets: dict[str, Any] = (
-        {"default": None} if raw is None else {n: None for n in raw} if isinstance(raw, list) else dict(raw)
+        {"default": None}
+        if raw is None
+        else {n: None for n in raw}
+        if isinstance(raw, list)
+        else dict(raw)
     )
     for net, conf in nets.items():
         if net != "default" and net not in ctx.project.networks:

@@ -155,7 +155,9 @@ def down(
             "file, you can run this command with the --remove-orphans flag to clean it up."
         )
     images = {c.image_id: c.image for c in containers}
-    remove_containers(ctx, project, containers, progress, timeout=opts.timeout, volumes=opts.volumes)
+    remove_containers(
+        ctx, project, containers, progress, timeout=opts.timeout, volumes=opts.volumes
+    )
     if opts.services:
         return  # `down SERVICE` removes only those containers
     resources.remove_networks(ctx, name, project, progress)

@@ -142,7 +142,7 @@ def ensure_networks(ctx: Context, project: Project, keys: list[str], progress: P
                 )
             if owner is None:
                 progress.message(
-                    f'WARN[0000] a network with name {name} exists but was not created by '
+                    f"WARN[0000] a network with name {name} exists but was not created by "
                     "compose.\nSet `external: true` to use an existing network"
                 )
             continue

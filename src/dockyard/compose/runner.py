@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, TypeVar
+from typing import IO, TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from dockyard.cli.context import Context
@@ -24,7 +24,7 @@ T = TypeVar("T")
 class Progress:
     """`` Container NAME  Started`` lines, one at a time from any thread."""
 
-    def __init__(self, quiet: bool = False, stream: object = None) -> None:
+    def __init__(self, quiet: bool = False, stream: IO[str] | None = None) -> None:
         self.quiet = quiet
         self.lock = threading.Lock()
         self.stream = stream
@@ -34,11 +34,11 @@ class Progress:
             return
         with self.lock:
             out = self.stream or sys.stderr
-            print(f" {kind} {name}  {status}", file=out, flush=True)  # type: ignore[call-overload]
+            print(f" {kind} {name}  {status}", file=out, flush=True)
 
     def message(self, text: str) -> None:
         with self.lock:
-            print(text, file=self.stream or sys.stderr, flush=True)  # type: ignore[call-overload]
+            print(text, file=self.stream or sys.stderr, flush=True)
 
 
 class Contexts:

@@ -193,7 +193,11 @@ class Map(Type):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise SchemaError(path, f"has a non-string key: {key!r}")
-            if self.key_pattern and not key.startswith("x-") and not self.key_pattern.fullmatch(key):
+            if (
+                self.key_pattern
+                and not key.startswith("x-")
+                and not self.key_pattern.fullmatch(key)
+            ):
                 raise SchemaError(_join(path, key), f"is not a valid {self.what}")
             self.value.check(item, _join(path, key))
 
@@ -271,8 +275,12 @@ _BUILD = OneOf(
             "extra_hosts": LIST_OR_DICT,
             "isolation": STR,
             "privileged": BOOL,
-            "secrets": List(OneOf(STR, Obj({"source": STR, "target": STR, "uid": STR,
-                                            "gid": STR, "mode": STR_OR_NUM}))),
+            "secrets": List(
+                OneOf(
+                    STR,
+                    Obj({"source": STR, "target": STR, "uid": STR, "gid": STR, "mode": STR_OR_NUM}),
+                )
+            ),
             "tags": STR_LIST,
             "ulimits": ANY,
             "platforms": STR_LIST,
@@ -292,8 +300,15 @@ _HEALTHCHECK = Obj(
     }
 )
 
-_RESOURCE_LIMITS = Obj({"cpus": STR_OR_NUM, "memory": STR_OR_NUM, "pids": INT, "devices": ANY,
-                        "generic_resources": ANY})
+_RESOURCE_LIMITS = Obj(
+    {
+        "cpus": STR_OR_NUM,
+        "memory": STR_OR_NUM,
+        "pids": INT,
+        "devices": ANY,
+        "generic_resources": ANY,
+    }
+)
 
 _DEPLOY = nullable(
     Obj(
@@ -333,8 +348,9 @@ _VOLUME_LONG = Obj(
         "target": STR,
         "read_only": BOOL,
         "consistency": STR,
-        "bind": Obj({"propagation": STR, "create_host_path": BOOL, "recursive": STR,
-                     "selinux": STR}),
+        "bind": Obj(
+            {"propagation": STR, "create_host_path": BOOL, "recursive": STR, "selinux": STR}
+        ),
         "volume": Obj({"nocopy": BOOL, "subpath": STR}),
         "tmpfs": Obj({"size": STR_OR_NUM, "mode": NUM}),
         "image": Obj({"subpath": STR}),

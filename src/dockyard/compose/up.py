@@ -44,9 +44,7 @@ class UpOptions:
 
 
 class Converger:
-    def __init__(
-        self, ctx: Context, project: Project, opts: UpOptions, progress: Progress
-    ) -> None:
+    def __init__(self, ctx: Context, project: Project, opts: UpOptions, progress: Progress) -> None:
         self.ctx = ctx
         self.project = project
         self.opts = opts
@@ -173,7 +171,7 @@ class Converger:
         run_all(stale, recreate)
         result.extend(recreated)
         used = {resources.number_of(c) for c in result}
-        numbers = []
+        numbers: list[int] = []
         n = 1
         while len(result) + len(numbers) < want:
             if n not in used:

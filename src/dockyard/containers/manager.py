@@ -551,6 +551,8 @@ class ContainerManager:
         rootfs.remove(self.paths, container.id)
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM containers WHERE id = ?", (container.id,))
+        if not self.db.query("SELECT 1 FROM tags WHERE image_id = ? LIMIT 1", (container.image_id,)):
+            self.images.gc()  # an untagged image kept only for this container can go now
         try:
             os.unlink(self.paths.locks / container.id)
         except OSError:

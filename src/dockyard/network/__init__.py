@@ -16,7 +16,15 @@ Contract for the engine (everything is imported lazily from here):
     ``forget(container_id)`` when the container is removed;
     ``settings(container_id, spec, image_config) -> dict`` (inspect's
     NetworkSettings, running or not); ``port_lines(container_id, port=None)``;
-    ``cleanup_stale(is_running) -> list[str]``; ``destroy_all()`` (tests).
+    ``cleanup_stale(is_running) -> list[str]``; ``destroy_all()`` (removes every
+    kernel object of the store: for test teardown and uninstall).
+
+``gc.sweep_orphans() -> list[str]``: removes the kernel objects of stores whose
+database is gone (a deleted test root); also run whenever a new store is set up.
+
+The embedded DNS server (``dns.py``) of a user-defined network runs while at least
+one container of the network runs (started by ``prepare``/``connect``, stopped by
+``teardown``/``disconnect``/``remove``); it listens on the gateway address, port 53.
 
     Call these outside a database transaction: they take the store's network
     lock, then short transactions of their own.
