@@ -89,6 +89,17 @@ def _cleanup_store(env: dict[str, str]) -> None:
                 mounts.append(point)
     for point in sorted(mounts, key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True)
+    if os.path.exists(os.path.join(root, "state.db")):
+        # bridges, firewall tables and DNS servers of this store
+        from dockyard.config import Paths
+        from dockyard.db import Database
+        from dockyard.network.manager import NetworkManager
+
+        db = Database(Path(root) / "state.db")
+        try:
+            NetworkManager(Paths(Path(root), Path(runroot)), db).destroy_all()
+        finally:
+            db.close()
 
 
 @pytest.fixture

@@ -168,7 +168,8 @@ class _Stream:
     inode: int = 0
     pending: bytes = b""
     done: bool = False
-    idle_checks: int = field(default=0)
+    added: float = field(default_factory=time.time)
+    seen_alive: bool = False
 
 
 class Follower:
@@ -254,11 +255,14 @@ class Follower:
     def _poll(self, ctx: Context, s: _Stream, final: bool) -> None:
         alive = monitor_is_alive(s.run_dir)  # before reading: a last read then sees all
         self._read(s)
+        s.seen_alive = s.seen_alive or alive
         if alive and not final:
             return
         if not alive:
+            code = _exit_code(ctx, s.container_id, None if s.seen_alive else s.added)
+            if code is None:
+                return  # not started yet (it was added just before its start)
             s.done = True
-            code = _exit_code(ctx, s.container_id)
             if self.announce_exit:
                 self.printer.note(f"{s.name} exited with code {code}")
             with self.changed:
@@ -306,15 +310,30 @@ def _inode(path: Path) -> int:
         return 0
 
 
-def _exit_code(ctx: Context, container_id: str) -> int:
+def _exit_code(ctx: Context, container_id: str, started_after: float | None) -> int | None:
+    """The exit code of a container whose monitor is gone; None if it has not started."""
     from dockyard.errors import DockyardError
 
+    try:
+        c = ctx.containers.get(container_id)
+    except DockyardError:
+        return 0  # removed
+    if c.state.status == "created":
+        return None
+    if started_after is not None:
+        from dockyard.containers.state import parse_time
+
+        try:
+            if parse_time(c.state.started_at) < started_after:
+                return None  # the state of an earlier run
+        except (ValueError, TypeError):
+            return None
     for _ in range(50):
+        if not c.running:
+            break
+        time.sleep(0.02)
         try:
             c = ctx.containers.get(container_id)
         except DockyardError:
             return 0
-        if not c.running:
-            return int(c.state.exit_code)
-        time.sleep(0.02)
     return int(c.state.exit_code)

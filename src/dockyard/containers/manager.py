@@ -146,7 +146,18 @@ class ContainerManager:
 
     def list(self) -> builtins.list[Container]:
         rows = self.db.query("SELECT * FROM containers ORDER BY created DESC")
+        self.networks.cleanup_stale(self._is_running)
         return [self.refresh(self._row_to_container(r)) for r in rows]
+
+    def _is_running(self, container_id: str) -> bool:
+        """Running, or busy in another command (starting, stopping): not stale."""
+        with self.lock(container_id, blocking=False) as free:
+            if not free:
+                return True
+        try:
+            return self.get(container_id).running
+        except NotFound:
+            return False
 
     def refresh(self, container: Container) -> Container:
         """Bring a live container's state up to date from its monitor's files."""
@@ -266,8 +277,9 @@ class ContainerManager:
         if run_dir.exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
-        hostname = container.config.get("Hostname") or container.id[:12]
-        extra_mounts, netns_path = self._prepare_network_and_volumes(container, image, merged)
+        extra_mounts, netns_path, hostname = self._prepare_network_and_volumes(
+            container, image, merged
+        )
         process = resolve_process(container.spec, image.config, merged, hostname=hostname)
         bundle = paths.container_dir(container.id)
         config = oci.generate(
@@ -335,8 +347,8 @@ class ContainerManager:
 
     def _prepare_network_and_volumes(
         self, container: Container, image: Image, merged: Path
-    ) -> tuple[builtins.list[dict[str, Any]], str | None]:
-        """Volumes and network for this run: OCI mounts and the netns to join."""
+    ) -> tuple[builtins.list[dict[str, Any]], str | None, str]:
+        """Volumes and network for this run: OCI mounts, the netns to join, the hostname."""
         spec = container.spec
         mounts: list[dict[str, Any]] = []
         if spec.mounts or spec.volumes_from or (image.config.get("config") or {}).get("Volumes"):
@@ -349,7 +361,8 @@ class ContainerManager:
                 inherited.extend(self.volumes.volumes_from_mounts(source.id, source.spec, mode))
             mounts = self.volumes.prepare_mounts(container.id, spec, image.config, merged, inherited)
         setup = self.networks.prepare(container.id, container.name, spec, image.config)
-        return [*setup.extra_mounts, *mounts], setup.netns_path
+        hostname = setup.hostname or container.config.get("Hostname") or container.id[:12]
+        return [*setup.extra_mounts, *mounts], setup.netns_path, hostname
 
     def _undo_start(self, container: Container, err: BaseException) -> None:
         self._teardown(container)

@@ -55,6 +55,7 @@ class PortBinding:
     protocol: str = "tcp"
     host_ip: str = ""
     host_port: int = 0  # 0: choose a free port
+    host_port_end: int = 0  # with a range of host ports for one container port
 
 
 @dataclass
