@@ -211,3 +211,38 @@ def test_ps_format_and_filters(dy: Runner, busybox_image: str) -> None:
     out = dy("ps", "-a", "--format", "table {{.Names}}").stdout.splitlines()
     assert out[0].strip() == "NAMES" and sorted(x.strip() for x in out[1:]) == ["a1", "b2"]
     assert dy("ps", "-a", "--format", "{{json .Names}}").stdout.splitlines()[0] == '"b2"'
+
+
+def test_tty_is_a_real_pty_with_the_terminal_size(
+    busybox_image: str, dockyard_env: dict[str, str]
+) -> None:
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dockyard", "run", "--rm", "-it", busybox_image,
+         "sh", "-c", "tty; stty size; exit 5"],
+        stdin=slave, stdout=slave, stderr=slave, env=dockyard_env, start_new_session=True,
+    )
+    os.close(slave)
+    output = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert proc.wait(timeout=30) == 5
+    os.close(master)
+    text = output.decode(errors="replace")
+    assert "/dev/pts/0" in text
+    assert "33 101" in text

@@ -8,7 +8,6 @@ touch a user's real store.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +87,8 @@ def default_paths(root: str | None = None, runroot: str | None = None) -> Paths:
 
 def find_runtime(name: str | None = None) -> str:
     """The OCI runtime binary: ``--runtime``/``DOCKYARD_RUNTIME``, else runc, else crun."""
+    import shutil
+
     from dockyard.errors import DockyardError
 
     wanted = name or os.environ.get("DOCKYARD_RUNTIME")

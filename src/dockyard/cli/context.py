@@ -36,6 +36,8 @@ class Context:
 
     @cached_property
     def images(self) -> ImageStore:
+        if "containers" in self.__dict__:
+            return self.containers.images
         from dockyard.images.store import ImageStore
 
         return ImageStore(self.paths, self.db)
@@ -44,7 +46,10 @@ class Context:
     def containers(self) -> ContainerManager:
         from dockyard.containers.manager import ContainerManager
 
-        return ContainerManager(self.paths, self.db, self.images, runtime=self.runtime_name)
+        manager = ContainerManager(self.paths, self.db, runtime=self.runtime_name)
+        if "images" in self.__dict__:
+            manager._images = self.images
+        return manager
 
     def close(self) -> None:
         if "db" in self.__dict__:

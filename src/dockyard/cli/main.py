@@ -54,6 +54,10 @@ COMMAND_MODULES: dict[str, str] = {
     "export": "fs_commands",
     "version": "misc_commands",
     "info": "misc_commands",
+    # building
+    "build": "build_commands",
+    "builder prune": "build_commands",
+    "bootstrap": "build_commands",
     # registries
     "pull": "registry_commands",
     "push": "registry_commands",
@@ -101,6 +105,8 @@ ALIASES: dict[str, str] = {
     "network list": "network ls",
     "network remove": "network rm",
     "container port": "port",
+    "image build": "build",
+    "buildx build": "build",
     "image pull": "pull",
     "image push": "push",
 }

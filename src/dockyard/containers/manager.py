@@ -71,12 +71,25 @@ class Container:
 
 class ContainerManager:
     def __init__(
-        self, paths: Paths, db: Database, images: ImageStore, runtime: str | None = None
+        self,
+        paths: Paths,
+        db: Database,
+        images: ImageStore | None = None,
+        runtime: str | None = None,
     ) -> None:
         self.paths = paths
         self.db = db
-        self.images = images
+        self._images = images
         self._runtime_name = runtime
+
+    @property
+    def images(self) -> ImageStore:
+        """The image store, opened on first use (``ps`` does not need it)."""
+        if self._images is None:
+            from dockyard.images.store import ImageStore
+
+            self._images = ImageStore(self.paths, self.db)
+        return self._images
 
     # -- plumbing -----------------------------------------------------------
 

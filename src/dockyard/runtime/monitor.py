@@ -40,13 +40,15 @@ time; EXIT (exit code in ASCII) or ERROR comes last, then the monitor closes.
 from __future__ import annotations
 
 import os
-import socket
 import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import socket
 
 from dockyard.errors import (
     CommandNotExecutable,
@@ -329,6 +331,8 @@ class AttachClient:
     @classmethod
     def connect(cls, state_dir: str | os.PathLike[str]) -> AttachClient:
         """Connect; raises OSError (e.g. ENOENT/ECONNREFUSED) when no monitor listens."""
+        import socket
+
         path = os.path.join(os.path.abspath(state_dir), "attach.sock")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -238,7 +237,7 @@ _SECCOMP_TO_NATIVE = {
 
 
 def _host() -> tuple[str, list[str], tuple[int, int]]:
-    machine = platform.machine()
+    machine = os.uname().machine
     native, arches = _ARCHES.get(machine, (machine, []))
     release = os.uname().release
     numbers = []

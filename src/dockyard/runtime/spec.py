@@ -13,11 +13,9 @@ from __future__ import annotations
 import copy
 import errno
 import json
-import logging
 import os
 import resource
 import stat
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,8 +30,6 @@ from dockyard.runtime.seccomp import (  # re-exported: security options live wit
     parse_security_opts,
 )
 from dockyard.runtime.seccomp import normalize_security_opts as normalize_security_opts
-
-log = logging.getLogger("dockyard")
 
 OCI_VERSION = "1.0.2"
 INIT_PATH = "/sbin/docker-init"  # where Docker puts its init in the container
@@ -353,9 +349,12 @@ def _resources(res: Resources, privileged: bool) -> dict[str, Any]:
         if host_supports_swap_limit():
             memory["swap"] = -1 if res.memory_swap < 0 else res.memory_swap
         else:
-            log.warning(
+            import sys
+
+            print(
                 "WARNING: Your kernel does not support swap limit capabilities or the cgroup "
-                "is not mounted. Memory limited without swap."
+                "is not mounted. Memory limited without swap.",
+                file=sys.stderr,
             )
     elif res.memory and host_supports_swap_limit():
         memory["swap"] = 2 * res.memory  # Docker's default: as much swap as memory
@@ -554,6 +553,8 @@ def generate(
 def write_bundle(bundle_dir: Path, config: dict[str, Any]) -> None:
     """Write ``config.json`` atomically (mode 0600: the env may hold secrets)."""
     bundle_dir.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".json", dir=bundle_dir)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
