@@ -180,7 +180,7 @@ def resolve_command(words: list[str]) -> tuple[str, list[str]]:
             f"Usage:  dockyard {words[0]} COMMAND\n\nCommands:\n"
             + "".join(f"  {name}\n" for name in subcommands).rstrip()
         )
-    raise DockyardError(f"unknown command: dockyard {' '.join(words[:2])}")
+    raise DockyardError(f"dockyard: '{words[0]}' is not a dockyard command.\nSee 'dockyard --help'")
 
 
 class _Flag:
