@@ -25,7 +25,7 @@ def configure(command: str, parser: argparse.ArgumentParser) -> None:
         add("--label", action="append", default=[])
         add("--network", default="default")
         add("--add-host", action="append", default=[])
-        add("--progress", default="auto", choices=["auto", "plain", "tty", "quiet"])
+        add("--progress", default="auto", choices=["auto", "plain", "tty", "quiet", "rawjson"])
         add("-q", "--quiet", action="store_true")
         add("--iidfile")
         add("--pull", action="store_true")
@@ -124,6 +124,7 @@ def _host_platforms() -> set[str]:
 def _prune(ctx: Context, args: argparse.Namespace) -> int:
     from dockyard.build.cache import BuildCache
     from dockyard.build.context import ChecksumCache
+    from dockyard.build.runmounts import prune_cache_mounts
     from dockyard.build.steps import cleanup_stale_rootfs
     from dockyard.cli.formatting import human_size
 
@@ -144,6 +145,7 @@ def _prune(ctx: Context, args: argparse.Namespace) -> int:
     for _key, image_id in reversed(entries):
         deleted += _remove_build_image(ctx, image_id)
     reclaimed = ctx.images.gc() if deleted else 0
+    reclaimed += prune_cache_mounts(ctx.paths.root)
     if entries:
         print("Deleted build cache objects:")
         for key, _ in entries:

@@ -57,9 +57,12 @@ def parse_scale(values: list[str]) -> dict[str, int]:
 def targets(
     ctx: Context, project: Project, services: list[str], *, oneoff: bool | None = False
 ) -> list[Any]:
+    """The containers a command acts on: of the named services, else of the enabled ones."""
     for name in services:
         project.service(name)
-    return resources.project_containers(ctx, project.name, services=services or None, oneoff=oneoff)
+    return resources.project_containers(
+        ctx, project.name, services=services or project.enabled(), oneoff=oneoff
+    )
 
 
 # -- up / create ---------------------------------------------------------------------
@@ -341,7 +344,7 @@ def _config(ctx: Context, g: argparse.Namespace, ns: argparse.Namespace) -> int:
         names = project.enabled() if ns.hash == "*" else ns.hash.split(",")
         out = "".join(f"{n} {config_hash(project.service(n))}\n" for n in names)
     elif ns.list_services:
-        out = "".join(f"{n}\n" for n in project.select(None, with_deps=False))
+        out = "".join(f"{n}\n" for n in sorted(project.enabled()))
     elif ns.volumes:
         out = "".join(f"{k}\n" for k in project.volumes)
     elif ns.networks:

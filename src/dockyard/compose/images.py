@@ -127,12 +127,54 @@ def build_service(
     spec["no_cache"] = spec["no_cache"] or no_cache
     spec["pull"] = spec["pull"] or pull
     progress.event("Service", service, "Building")
-    _build_subprocess(ctx, spec, quiet)
+    try:
+        from dockyard.build.dispatch import BuildOptions  # noqa: F401
+    except ImportError:  # an engine without the build package: the command instead
+        _build_subprocess(ctx, spec, quiet)
+    else:
+        _build_in_process(ctx, spec, quiet)
     progress.event("Service", service, "Built")
     image_id = _local(ctx, spec["tags"][0])
     if image_id is None:
         raise DockyardError(f'building service "{service}" produced no image {spec["tags"][0]}')
     return image_id
+
+
+def _build_in_process(ctx: Context, spec: dict[str, Any], quiet: bool) -> None:
+    """The build package's API, as ``dockyard build`` calls it."""
+    from dockyard.build.context import load_context
+    from dockyard.build.dispatch import BuildOptions
+    from dockyard.build.executor import build
+    from dockyard.build.progress import Progress as BuildProgress
+
+    context = spec["context"]
+    inline = None
+    dockerfile = None
+    if spec.get("dockerfile_inline"):
+        inline = tempfile.NamedTemporaryFile("w", suffix=".Dockerfile", delete=False)
+        inline.write(spec["dockerfile_inline"])
+        inline.close()
+        dockerfile = inline.name
+    elif spec.get("dockerfile"):
+        dockerfile = os.path.join(context, spec["dockerfile"])
+    opts = BuildOptions(
+        tags=list(spec["tags"]),
+        build_args={k: str(v) for k, v in spec["args"].items()},
+        target=spec.get("target") or "",
+        no_cache=bool(spec.get("no_cache")),
+        labels={k: str(v) for k, v in spec["labels"].items()},
+        pull=bool(spec.get("pull")),
+    )
+    ctx.paths.ensure()
+    try:
+        bctx = load_context(context, dockerfile, stdin=None, tmp_dir=ctx.paths.tmp)
+        try:
+            build(ctx, bctx, opts, BuildProgress(sys.stderr, quiet=quiet))
+        finally:
+            bctx.close()
+    finally:
+        if inline is not None:
+            os.unlink(inline.name)
 
 
 def _build_subprocess(ctx: Context, spec: dict[str, Any], quiet: bool) -> None:

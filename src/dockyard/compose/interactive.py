@@ -55,6 +55,28 @@ def attached_up(
             follower.add(c, project.name)
 
     conv.opts.before_start = before_start
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the project too
+    try:
+        return _attached_loop(ctx, project, conv, ns, progress, follower, exits, event, attach)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _attached_loop(
+    ctx: Context,
+    project: Project,
+    conv: Converger,
+    ns: argparse.Namespace,
+    progress: Progress,
+    follower: Follower,
+    exits: list[tuple[str, str, int]],
+    event: threading.Event,
+    attach: set[str],
+) -> int:
     follower.start()
     aborting = ns.abort_on_container_exit or ns.abort_on_container_failure
     try:

@@ -146,7 +146,7 @@ def interpolate_tree(
 
 
 def warn_stderr(message: str) -> None:
-    print(f'level=warning msg="{message}"', file=sys.stderr)
+    print(f"WARN[0000] {message}", file=sys.stderr)
 
 
 # -- .env files ------------------------------------------------------------------------

@@ -46,7 +46,11 @@ def _ps(ctx: Context, g: argparse.Namespace, ns: argparse.Namespace) -> int:
             if name in running:
                 print(name)
         return 0
-    containers = targets(ctx, project, list(ns.services), oneoff=None)
+    for name in ns.services:
+        project.service(name)
+    containers = resources.project_containers(  # every service's, profiles or not
+        ctx, project.name, services=list(ns.services) or None, oneoff=None
+    )
     statuses = set(ns.status)
     for f in ns.filter:
         key, _, value = f.partition("=")

@@ -158,11 +158,16 @@ class _Reader:
             data = interpolate.interpolate_tree(data, lambda k: self.environ.get(k), warn=self.warn)
         except interpolate.InterpolationError as err:
             raise ComposeFileError(f"{source}: {err}") from None
+        if "version" in data:
+            self.warn(
+                f"{source}: the attribute `version` is obsolete, it will be ignored, please "
+                "remove it to avoid potential confusion"
+            )
         checked = merge.strip_markers(data)
         try:
             schema.validate(checked)
         except schema.SchemaError as err:
-            mark = _nearest_mark(marks, err.path)
+            mark = _nearest_mark(marks, err.at)
             where = f" (line {mark.line}, column {mark.column})" if mark else ""
             raise ComposeFileError(f"validating {source}: {err}{where}") from None
         loaded = _File(path, data, marks, directory)

@@ -7,11 +7,13 @@ handled at once. Only containers labelled with the project are touched.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dockyard.compose import resources
+from dockyard.compose.convert import L_DEPENDS_ON
 from dockyard.compose.model import Project
 from dockyard.compose.runner import Contexts, Progress, run_all, run_graph
 from dockyard.errors import DockyardError, NotFound
@@ -45,12 +47,32 @@ def in_reverse_order(
 
         run_all(grouped[service], one)
 
+    from_labels = label_dependencies(containers)
+
     def dependents(service: str) -> list[str]:
         if project is None or service not in project.services:
-            return []
+            return [s for s, deps in from_labels.items() if service in deps]
         return project.dependents(service)
 
     run_graph(list(grouped), dependents, service_work)
+
+
+def label_dependencies(containers: list[Container]) -> dict[str, set[str]]:
+    """Service -> services it needs, from the containers alone (no Compose file).
+
+    The ``depends_on`` label, and ``network_mode: container:X`` of a project container.
+    """
+    service_by_name = {c.name: resources.service_of(c) for c in containers}
+    deps: dict[str, set[str]] = {}
+    for c in containers:
+        mine = deps.setdefault(resources.service_of(c), set())
+        for item in (c.spec.labels.get(L_DEPENDS_ON) or "").split(","):
+            if item:
+                mine.add(item.split(":")[0])
+        mode = c.spec.network_mode
+        if mode.startswith("container:") and mode[10:] in service_by_name:
+            mine.add(service_by_name[mode[10:]])
+    return deps
 
 
 def in_order(
@@ -161,6 +183,7 @@ def down(
     if opts.services:
         return  # `down SERVICE` removes only those containers
     resources.remove_networks(ctx, name, project, progress)
+    shutil.rmtree(ctx.paths.root / "compose" / name, ignore_errors=True)  # written configs
     if opts.volumes:
         resources.remove_volumes(ctx, name, project, progress)
     if opts.rmi:

@@ -17,10 +17,11 @@ from dockyard.errors import InvalidArgument
 
 
 class SchemaError(InvalidArgument):
-    def __init__(self, path: str, message: str) -> None:
+    def __init__(self, path: str, message: str, at: str | None = None) -> None:
         super().__init__(f"{path} {message}" if path else message)
         self.path = path
         self.detail = message
+        self.at = at or path  # the value to point at in the file
 
 
 def _join(path: str, key: str) -> str:
@@ -168,7 +169,9 @@ class Obj(Type):
                 if self.additional is not None:
                     self.additional.check(item, _join(path, key))
                     continue
-                raise SchemaError(path, f"additional property {key!r} is not allowed")
+                raise SchemaError(
+                    path, f"additional property {key!r} is not allowed", _join(path, key)
+                )
             kind.check(item, _join(path, key))
         for key in self.required:
             if key not in value:

@@ -10,9 +10,7 @@ bridge while the network exists, its DNS server while a container of it runs.
 from __future__ import annotations
 
 import fcntl
-import ipaddress
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -107,6 +105,8 @@ class Attacher:
             have = {r[0] for r in self.db.query("SELECT name FROM networks WHERE builtin = 1")}
             subnet = self.cfg.default_subnet
             if "bridge" not in have and subnet is None:
+                import ipaddress
+
                 taken = [
                     ipaddress.IPv4Network(n.subnet)
                     for n in store.networks(self.db.conn)
@@ -149,8 +149,8 @@ class Attacher:
             return matches[0]
         raise NotFound(f"network {mode} not found")
 
-    def sync_firewall(self) -> None:
-        """Rewrite this store's rules from the database."""
+    def sync_firewall(self, meanwhile: Callable[[], None] | None = None) -> None:
+        """Rewrite this store's rules from the database (``meanwhile``: see firewall.apply)."""
         bridges = []
         for net in store.networks(self.db.conn):
             if not net.is_bridge or not net.bridge or not net.subnet:
@@ -165,15 +165,15 @@ class Attacher:
             for p in store.ports(self.db.conn)
         ]
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        firewall.apply(self.cfg, bridges, rules, cache=self._ruleset_cache)
+        firewall.apply(self.cfg, bridges, rules, cache=self._ruleset_cache, meanwhile=meanwhile)
 
     @property
     def _ruleset_cache(self) -> Path:
         return self.state_dir / "ruleset.nft"
 
-    def _sync_quietly(self) -> None:
+    def _sync_quietly(self, meanwhile: Callable[[], None] | None = None) -> None:
         try:
-            self.sync_firewall()
+            self.sync_firewall(meanwhile)
         except Exception as err:  # teardown paths must not fail
             print(f"dockyard: network rules not updated: {err}", file=sys.stderr)
 
@@ -200,6 +200,8 @@ class Attacher:
         subnet = self.cfg.default_subnet
         gateway = self.cfg.default_gateway
         if subnet is None:
+            import ipaddress
+
             current = ipaddress.IPv4Network(net.subnet)
             host = ipam.host_networks([self.cfg.default_bridge])
             if not any(current.overlaps(h) for h in host):
@@ -332,14 +334,20 @@ class Attacher:
             not (n := store.network_by_id(self.db.conn, e.network_id)) or not n.internal
             for e in active
         )
-        self._activate(nc, net, ep, cif, route=not has_route)
+        try:
+            self._activate(nc, net, ep, cif, route=not has_route)
+        finally:
+            kernel.release_netns_sockets()
         self.sync_firewall()
 
     def detach_live(self, container_id: str, net: NetworkRecord, ep: Endpoint) -> None:
         if not ep.ip:
             return
         nc = store.net_container(self.db.conn, container_id)
-        kernel.detach_veth(ep.host_if, nc.netns if nc else None, ep.container_if)
+        try:
+            kernel.detach_veth(ep.host_if, nc.netns if nc else None, ep.container_if)
+        finally:
+            kernel.release_netns_sockets()
         with self.db.transaction() as conn:
             store.release_endpoint(conn, net.id, container_id)
             conn.execute(
@@ -368,6 +376,8 @@ class Attacher:
             except BaseException:
                 self._teardown_locked(container_id)
                 raise
+            finally:
+                kernel.release_netns_sockets()  # an open one would keep the namespace alive
 
     def _prepare_locked(
         self, cid: str, name: str, spec: ContainerSpec, image_config: dict[str, Any], mode: str
@@ -392,6 +402,8 @@ class Attacher:
             )
         default_gw = self._default_bridge().gateway
         if mode == "host":
+            import socket
+
             hostname = spec.hostname or socket.gethostname()
             nc = NetContainer(cid, name, "host", None, hostname, list(spec.dns), True)
             with self.db.transaction() as conn:
@@ -487,11 +499,13 @@ class Attacher:
     def _teardown_locked(self, cid: str) -> None:
         nc = store.net_container(self.db.conn, cid)
         active = [e for e in store.endpoints(self.db.conn, container_id=cid) if e.ip]
-        for ep in active:
-            try:
+        if active and self.db.query(
+            "SELECT 1 FROM net_containers WHERE active = 1 AND mode = ?", (f"container:{cid}",)
+        ):
+            # a container joined this namespace and keeps it alive: unplug it by hand
+            # (otherwise removing the namespace removes the veth pairs, see kernel.py)
+            for ep in active:
                 kernel.delete_link(ep.host_if or "")
-            except Exception:
-                pass
         had_ports = bool(store.ports(self.db.conn, cid))
         with self.db.transaction() as conn:
             for ep in active:
@@ -504,12 +518,20 @@ class Attacher:
             kernel.delete_netns(self.netns_path(cid))
         except OSError:
             pass
-        try:
-            self._after_detach({ep.network_id for ep in active})
-        except Exception:
-            pass
+        detached: list[bool] = []
+
+        def after_detach() -> None:
+            detached.append(True)
+            try:
+                self._after_detach({ep.network_id for ep in active})
+            except Exception:
+                pass
+
         if active or had_ports:
-            self._sync_quietly()
+            # deleting an idle default bridge waits for the kernel as nft does: together
+            self._sync_quietly(meanwhile=after_detach)
+        if not detached:
+            after_detach()
 
     def forget(self, container_id: str) -> None:
         """The container is removed: release its networking and drop its records."""
@@ -524,7 +546,7 @@ class Attacher:
         for cid in stale:
             self.teardown(cid)
         if stale:  # the rules may have been touched by hand as well: rewrite them
-            self._ruleset_cache.unlink(missing_ok=True)
+            firewall.forget_cache(self._ruleset_cache)
             self._sync_quietly()
         return stale
 
@@ -537,7 +559,7 @@ class Attacher:
                 self._stop_dns(net.id)
                 if net.bridge:
                     kernel.delete_link(net.bridge)
-            self._ruleset_cache.unlink(missing_ok=True)
+            firewall.forget_cache(self._ruleset_cache)
             firewall.apply(self.cfg, [], [])
             netns_dir = self.paths.runroot / "netns"
             if netns_dir.exists():

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import select
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -64,6 +62,9 @@ def start(
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    import select
+    import subprocess
+
     with open(log, "ab") as errors:
         proc = subprocess.Popen(
             argv,

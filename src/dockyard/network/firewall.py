@@ -1,9 +1,10 @@
 """NAT and filter rules, regenerated as a whole from the store's state.
 
 Every change (a network created or removed, a container started or stopped)
-rewrites this store's rules in one atomic step from the database: nothing is
-edited in place, so a crashed command leaves no half-state that the next sync
-does not fix, and removing the last network removes every rule.
+rewrites this store's rules in one atomic nft transaction from the database: the
+table's chains and maps are emptied and refilled (or the table is created afresh,
+or deleted when nothing is left to route), so a crashed command leaves no
+half-state that the next sync does not fix.
 
 nftables (preferred): one table ``ip dockyard[_<hash>]``. Published ports are two
 maps (``proto . port`` and ``addr . proto . port`` to ``container addr . port``)
@@ -17,12 +18,15 @@ A packet must be accepted by every base chain on the forward hook: when the
 iptables filter FORWARD policy is DROP (Docker sets it), a ``DOCKYARD-FORWARD``
 chain jumped from FORWARD accepts our bridges' traffic. Docker's own rules are
 never touched. Without ``nft`` the same rules are written with iptables.
+
+What was applied is cached in files under RUNROOT (see ``apply``): a container
+start or stop that changes no rule runs no process.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,21 +51,49 @@ class PortRule:
 
 
 def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> str:
+    import subprocess
+
     proc = subprocess.run(argv, input=stdin, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise NetworkError(f"{argv[0]} failed: {proc.stderr.strip()}")
     return proc.stdout
 
 
+def _status(argv: list[str]) -> int:
+    import subprocess
+
+    return subprocess.run(argv, capture_output=True).returncode
+
+
+def _which(name: str) -> str | None:
+    import shutil
+
+    return shutil.which(name)
+
+
 def _q(name: str) -> str:
     return f'"{name}"'
 
 
-def nft_script(table: str, bridges: list[BridgeRules], ports: list[PortRule]) -> str:
-    """The complete table (or its removal when there is nothing to route)."""
-    head = f"table ip {table} {{}}\ndelete table ip {table}\n"
+def _reset(table: str) -> str:
+    """Deletes the table (whether it exists or not): what follows starts afresh."""
+    return f"table ip {table} {{}}\ndelete table ip {table}\n"
+
+
+def _flush(table: str) -> str:
+    """Empties the table's chains and maps but keeps them, for a table that nft_table
+    made: no base chain is unhooked and hooked again, which takes the kernel longer."""
+    lines = [f"flush table ip {table}\n"]  # the rules, not the maps' elements
+    return "".join(lines + [f"flush map ip {table} {name}\n" for name in MAPS])
+
+
+MAPS = ("ports_any", "ports_ip")  # the maps nft_table defines
+
+
+def nft_table(table: str, bridges: list[BridgeRules], ports: list[PortRule]) -> str:
+    """The table's definition ("" when there is nothing to route)."""
     if not bridges:
-        return head
+        return ""
     names = ", ".join(_q(b.bridge) for b in bridges)
     subnets = ", ".join(b.subnet for b in bridges)
     any_elems = [
@@ -103,8 +135,7 @@ def nft_script(table: str, bridges: list[BridgeRules], ports: list[PortRule]) ->
         return f"  chain {name} {{\n    {hook}\n" + "".join(f"    {r}\n" for r in rules) + "  }\n"
 
     return (
-        head
-        + f"table ip {table} {{\n"
+        f"table ip {table} {{\n"
         + map_def("ports_any", "inet_proto . inet_service", any_elems)
         + map_def("ports_ip", "ipv4_addr . inet_proto . inet_service", ip_elems)
         + chain(
@@ -144,50 +175,54 @@ def _iptables_chain_rules(bridges: list[BridgeRules]) -> list[str]:
     return rules
 
 
-def _sync_iptables_accept(cfg: NetConfig, bridges: list[BridgeRules]) -> None:
-    iptables = shutil.which("iptables")
+OPEN = "open\n"  # the accept chain's cached state when FORWARD accepts anyway
+
+
+def _accept_state(bridges: list[BridgeRules]) -> str:
+    return "accept\n" + "".join(f"{b.bridge}\n" for b in bridges)
+
+
+def _sync_iptables_accept(cfg: NetConfig, bridges: list[BridgeRules]) -> str:
+    """Make the accept chain match; the state reached: OPEN when FORWARD does not drop
+    (no chain, whatever the bridges), else ``_accept_state`` of what the chain lets by."""
+    iptables = _which("iptables")
     if not iptables:
-        return
+        return OPEN
     chain = f"{cfg.iptables_prefix}-FORWARD"
-    exists = subprocess.run([iptables, "-w", "-S", chain], capture_output=True).returncode == 0
-    if not bridges or not _forward_drops(iptables):
-        if exists:
+    drops = _forward_drops(iptables)
+    if not bridges or not drops:
+        if _status([iptables, "-w", "-S", chain]) == 0:
             _remove_iptables_chains(iptables, "filter", {chain: "FORWARD"})
-        return
+        return _accept_state([]) if drops else OPEN
     restore = ["*filter", f":{chain} - [0:0]"]
     restore += [f"-A {chain} {r}" for r in _iptables_chain_rules(bridges)]
     _run([f"{iptables}-restore", "-w", "--noflush"], "\n".join(restore + ["COMMIT", ""]))
     _ensure_jump(iptables, "filter", "FORWARD", chain)
+    return _accept_state(bridges)
 
 
 def _ensure_jump(iptables: str, table: str, builtin: str, chain: str) -> None:
     base = [iptables, "-w", "-t", table]
-    if subprocess.run([*base, "-C", builtin, "-j", chain], capture_output=True).returncode:
+    if _status([*base, "-C", builtin, "-j", chain]):
         _run([*base, "-I", builtin, "1", "-j", chain])
 
 
 def _remove_iptables_chains(iptables: str, table: str, chains: dict[str, str]) -> None:
     base = [iptables, "-w", "-t", table]
-    chains = {
-        c: b
-        for c, b in chains.items()
-        if not subprocess.run([*base, "-S", c], capture_output=True).returncode
-    }
+    chains = {c: b for c, b in chains.items() if _status([*base, "-S", c]) == 0}
     for chain, builtin in chains.items():
         if builtin:
-            while not subprocess.run(
-                [*base, "-D", builtin, "-j", chain], capture_output=True
-            ).returncode:
+            while _status([*base, "-D", builtin, "-j", chain]) == 0:
                 pass
     for chain in chains:
-        subprocess.run([*base, "-F", chain], capture_output=True)
+        _status([*base, "-F", chain])
     for chain in chains:
-        subprocess.run([*base, "-X", chain], capture_output=True)
+        _status([*base, "-X", chain])
 
 
 def _iptables_full(cfg: NetConfig, bridges: list[BridgeRules], ports: list[PortRule]) -> None:
     """The same rules with iptables only, for hosts without nft."""
-    iptables = shutil.which("iptables")
+    iptables = _which("iptables")
     if not iptables:
         raise NetworkError("neither nft nor iptables is installed: apt-get install nftables")
     p = cfg.iptables_prefix
@@ -231,28 +266,187 @@ def _iptables_full(cfg: NetConfig, bridges: list[BridgeRules], ports: list[PortR
             _ensure_jump(iptables, "filter" if builtin == "FORWARD" else "nat", builtin, chain)
 
 
+def _cached(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _remember(path: Path | None, text: str) -> None:
+    if path is not None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+
+def _accept_cache(cache: Path | None) -> Path | None:
+    return cache.with_name(cache.name + ".accept") if cache is not None else None
+
+
+def forget_cache(cache: Path) -> None:
+    """Make the next ``apply`` rewrite and re-check everything (rules edited by hand,
+    a crash, a new network)."""
+    for path in (cache, _accept_cache(cache)):
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
+class _Libnftables:
+    """nft's own library, loaded into this process.
+
+    Why not the ``nft`` command: besides the process, nft closes its netlink socket
+    on exit, and the kernel makes that close wait until the replaced rules are retired
+    (an RCU grace period, ~20 ms here). In-process the commit returns as soon as the
+    rules are live (~1 ms), and the socket stays open until this process ends.
+    """
+
+    def __init__(self) -> None:
+        import ctypes
+
+        lib = ctypes.CDLL("libnftables.so.1")
+        lib.nft_ctx_new.restype = ctypes.c_void_p
+        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        for name in ("nft_ctx_buffer_output", "nft_ctx_buffer_error"):
+            getattr(lib, name).argtypes = [ctypes.c_void_p]
+        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+        before = _sockets()
+        ctx = lib.nft_ctx_new(0)
+        if not ctx:
+            raise OSError("nft_ctx_new failed")
+        for fd in _sockets() - before:  # the library's netlink socket is inheritable
+            os.set_inheritable(fd, False)
+        # messages go to buffers, not to our stdout/stderr
+        lib.nft_ctx_buffer_output(ctx)
+        lib.nft_ctx_buffer_error(ctx)
+        self._lib, self._ctx = lib, ctx
+
+    def run(self, script: str) -> str | None:
+        """Apply ``script`` atomically; the error text when nft refused it."""
+        if self._lib.nft_run_cmd_from_buffer(self._ctx, script.encode()) == 0:
+            return None
+        raw = self._lib.nft_ctx_get_error_buffer(self._ctx) or b""
+        return bytes(raw).decode(errors="replace").strip() or "nft refused the ruleset"
+
+
+def _sockets() -> set[int]:
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                found.add(int(name))
+        except OSError:
+            pass
+    return found
+
+
+_libnftables: list[_Libnftables | None] = []  # loaded once; None: use the nft command
+
+
+def _library() -> _Libnftables | None:
+    if not _libnftables:
+        try:
+            _libnftables.append(_Libnftables())
+        except (OSError, AttributeError):
+            _libnftables.append(None)
+    return _libnftables[0]
+
+
+def _start_nft(script: str) -> Callable[[], None]:
+    """Send ``script`` to nftables; the function returned waits for the outcome and
+    raises NetworkError if nft refused it."""
+    library = _library()
+    if library is not None:
+        error = library.run(script)
+
+        def reported() -> None:
+            if error is not None:
+                raise NetworkError(f"nft failed: {error}")
+
+        return reported
+    import subprocess
+
+    proc = subprocess.Popen(
+        ["nft", "-f", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write(script)
+    proc.stdin.close()
+    errors = proc.stderr
+
+    def finished() -> None:
+        text = errors.read()
+        errors.close()
+        if proc.wait() != 0:
+            raise NetworkError(f"nft failed: {text.strip()}")
+
+    return finished
+
+
 def apply(
-    cfg: NetConfig, bridges: list[BridgeRules], ports: list[PortRule], cache: Path | None = None
+    cfg: NetConfig,
+    bridges: list[BridgeRules],
+    ports: list[PortRule],
+    cache: Path | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> None:
     """Make the kernel's rules for this store match ``bridges`` and ``ports``.
 
-    ``cache`` holds the last ruleset applied: an identical one is not sent again (most
-    container starts change no rule), which saves an nft run per start and stop.
+    ``cache`` (a file under RUNROOT, which a reboot empties) holds the table applied
+    last, and ``<cache>.accept`` the state of the iptables accept chain once checked.
+    What is unchanged is not sent again: most container starts and stops change no
+    rule and run no process; a published port costs one ``nft`` run. The FORWARD
+    policy is read again only when the cache is forgotten (``forget_cache``).
+
+    ``meanwhile`` runs after the rules are sent but, with the nft command, before it
+    has ended (other slow kernel work shares the ~20 ms its exit waits, see
+    _Libnftables); with nft's library, before the kernel has retired the old rules.
     """
-    if cfg.firewall == "iptables":
-        _iptables_full(cfg, bridges, ports)
-        return
-    script = nft_script(cfg.table, bridges, ports)
+    pending = [meanwhile] if meanwhile is not None else []
+
+    def run_meanwhile() -> None:
+        while pending:
+            pending.pop()()
+
     try:
-        unchanged = cache is not None and cache.read_text() == script
-    except OSError:
-        unchanged = False
-    if not unchanged:
-        if cache is not None:
-            cache.unlink(missing_ok=True)
-        _run(["nft", "-f", "-"], script)
-        if cache is not None:
-            tmp = cache.with_name(cache.name + ".tmp")
-            tmp.write_text(script)
-            tmp.replace(cache)
-    _sync_iptables_accept(cfg, bridges)
+        if cfg.firewall == "iptables":
+            wanted = f"iptables\n{bridges!r}\n{ports!r}\n"
+            if _cached(cache) != wanted:
+                if cache is not None:
+                    cache.unlink(missing_ok=True)
+                _iptables_full(cfg, bridges, ports)
+                _remember(cache, wanted)
+            return
+        table = nft_table(cfg.table, bridges, ports)
+        applied = _cached(cache)
+        if applied != table:
+            if cache is not None:
+                cache.unlink(missing_ok=True)  # unknown state until nft succeeded
+            in_place = bool(applied and table)  # the kernel holds a table nft_table made
+            finish = _start_nft((_flush if in_place else _reset)(cfg.table) + table)
+            try:
+                run_meanwhile()
+            finally:
+                try:
+                    finish()
+                except NetworkError:
+                    if not in_place:
+                        raise
+                    _start_nft(_reset(cfg.table) + table)()  # the table was edited by hand?
+            _remember(cache, table)
+        accept_cache = _accept_cache(cache)
+        state = _cached(accept_cache)
+        if state != OPEN and state != _accept_state(bridges):
+            if accept_cache is not None:
+                accept_cache.unlink(missing_ok=True)
+            _remember(accept_cache, _sync_iptables_accept(cfg, bridges))
+    finally:
+        run_meanwhile()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 from dockyard.network import firewall, kernel
@@ -58,6 +57,8 @@ def _kill_dns_servers(db_path: str) -> None:
 
 
 def _unmount_under(prefix: str) -> None:
+    import subprocess
+
     with open("/proc/self/mountinfo") as f:
         points = [line.split()[4] for line in f]
     for point in sorted(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import sqlite3
-import subprocess
 from collections.abc import Iterable
 
 from dockyard.errors import Conflict, InvalidArgument
@@ -20,34 +19,19 @@ IPv4Net = ipaddress.IPv4Network
 
 
 def host_networks(exclude_dev: Iterable[str] = ()) -> list[IPv4Net]:
-    """Destinations of the host's IPv4 routes and its interface networks."""
-    skip = set(exclude_dev)
+    """Destinations of the host's IPv4 routes (every table) and its interface networks,
+    but those of the ``exclude_dev`` interfaces, loopback and default routes."""
+    from dockyard.network import kernel
+
+    nl = kernel.host()
+    skip = {i for i in (nl.link_index(name) for name in exclude_dev) if i is not None}
+    entries = [(dst, plen) for dst, plen, oif in nl.ipv4_routes() if not oif or oif not in skip]
+    entries += [(addr, plen) for addr, plen, index in nl.ipv4_addresses() if index not in skip]
     found: list[IPv4Net] = []
-    for args in (["ip", "-o", "-4", "route", "show", "table", "all"], ["ip", "-o", "-4", "addr"]):
-        try:
-            out = subprocess.run(args, capture_output=True, text=True, check=False).stdout
-        except OSError:
-            continue
-        for line in out.splitlines():
-            words = line.split()
-            if args[3] == "addr":
-                if len(words) < 4 or words[1] in skip:
-                    continue
-                dest = words[3]
-            else:
-                if "dev" in words and words[words.index("dev") + 1] in skip:
-                    continue
-                if words and words[0] in ("local", "broadcast", "unicast", "multicast"):
-                    words = words[1:]
-                if not words or words[0] == "default":
-                    continue
-                dest = words[0]
-            try:
-                net = ipaddress.IPv4Network(dest, strict=False)
-            except ValueError:
-                continue
-            if not net.is_loopback and net.prefixlen > 0:
-                found.append(net)
+    for address, prefixlen in entries:
+        net = ipaddress.IPv4Network(f"{address}/{prefixlen}", strict=False)
+        if not net.is_loopback and net.prefixlen > 0 and net not in found:
+            found.append(net)
     return found
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import builtins
 import calendar
-import ipaddress
 import re
 import time
 from typing import Any
@@ -19,7 +18,7 @@ from dockyard.containers.spec import ContainerSpec
 from dockyard.db import Database
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.ids import new_id
-from dockyard.network import ipam, kernel, store
+from dockyard.network import firewall, ipam, kernel, store
 from dockyard.network.attach import Attacher, now_rfc3339
 from dockyard.network.config import NetConfig
 from dockyard.network.store import NetworkRecord
@@ -93,6 +92,8 @@ class NetworkManager(Attacher):
                 raise Conflict(f"network with name {name} already exists")
             if any(n.bridge == bridge for n in existing) or kernel.link_exists(bridge):
                 raise Conflict(f"bridge {bridge} already exists")
+            import ipaddress
+
             others = [(n.name, ipaddress.IPv4Network(n.subnet)) for n in existing if n.subnet]
             if subnet:
                 net = ipam.parse_subnet(subnet)
@@ -133,7 +134,7 @@ class NetworkManager(Attacher):
                 store.insert_network(conn, record)
             try:
                 self.make_bridge(record)
-                self._ruleset_cache.unlink(missing_ok=True)
+                firewall.forget_cache(self._ruleset_cache)
                 self.sync_firewall()
             except BaseException:
                 kernel.delete_link(bridge)

@@ -9,7 +9,6 @@ so no process has to hold it).
 from __future__ import annotations
 
 import random
-import socket
 import sqlite3
 from typing import Any
 
@@ -54,6 +53,8 @@ def ephemeral_range() -> tuple[int, int]:
 
 def can_bind(protocol: str, host_ip: str, port: int) -> OSError | None:
     """None if the host lets us bind the port, else the error."""
+    import socket
+
     kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET, kind) as s:
         if protocol == "tcp":

@@ -199,12 +199,17 @@ def spawn(cfg: MonitorConfig, *, timeout: float = 120.0) -> int:
     binary = monitor_binary()
     state_dir = os.fspath(cfg.state_dir)
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    r, w = os.pipe()
+    r, w = os.pipe()  # both close-on-exec: threads spawning other monitors must not inherit w
+    sync_fd = 3
     try:
-        os.set_inheritable(w, True)
-        null = [(os.POSIX_SPAWN_OPEN, fd, "/dev/null", os.O_RDWR, 0) for fd in (0, 1, 2)]
+        if w == sync_fd:  # dup2 onto itself would keep close-on-exec set
+            w2 = os.dup(w)
+            os.close(w)
+            w = w2
+        actions = [(os.POSIX_SPAWN_OPEN, fd, "/dev/null", os.O_RDWR, 0) for fd in (0, 1, 2)]
+        actions.append((os.POSIX_SPAWN_DUP2, w, sync_fd))
         first = os.posix_spawn(
-            binary, cfg.argv(binary, w), os.environ, file_actions=null, setsid=True
+            binary, cfg.argv(binary, sync_fd), os.environ, file_actions=actions, setsid=True
         )
     finally:
         os.close(w)
