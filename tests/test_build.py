@@ -737,3 +737,18 @@ def test_network_and_add_host(dy: Runner, busybox_image: str, tmp_path: Path) ->
     assert proc.returncode == 0
     out = dy("run", "--rm", "nets-none", "cat", "/nets", "/group-from-image", check=True).stdout
     assert out.startswith("lo\nroot:x:0:")
+
+
+def test_copy_exclude(dy: Runner, busybox_image: str, tmp_path: Path) -> None:
+    ctx = write(
+        tmp_path / "ctx",
+        {
+            "src/a.txt": "a\n",
+            "src/b.log": "b\n",
+            "src/sub/c.txt": "c\n",
+            "Dockerfile": "FROM busybox\nCOPY --exclude=*.log --exclude=sub src /x/\n",
+        },
+    )
+    build(dy, ctx, "-t", "excluded")
+    out = dy("run", "--rm", "excluded", "find", "/x", check=True).stdout.split()
+    assert sorted(out) == ["/x", "/x/a.txt"]

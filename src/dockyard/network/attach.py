@@ -149,8 +149,8 @@ class Attacher:
             return matches[0]
         raise NotFound(f"network {mode} not found")
 
-    def sync_firewall(self, meanwhile: Callable[[], None] | None = None) -> None:
-        """Rewrite this store's rules from the database (``meanwhile``: see firewall.apply)."""
+    def sync_firewall(self) -> None:
+        """Rewrite this store's rules from the database."""
         bridges = []
         for net in store.networks(self.db.conn):
             if not net.is_bridge or not net.bridge or not net.subnet:
@@ -165,15 +165,15 @@ class Attacher:
             for p in store.ports(self.db.conn)
         ]
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        firewall.apply(self.cfg, bridges, rules, cache=self._ruleset_cache, meanwhile=meanwhile)
+        firewall.apply(self.cfg, bridges, rules, cache=self._ruleset_cache)
 
     @property
     def _ruleset_cache(self) -> Path:
         return self.state_dir / "ruleset.nft"
 
-    def _sync_quietly(self, meanwhile: Callable[[], None] | None = None) -> None:
+    def _sync_quietly(self) -> None:
         try:
-            self.sync_firewall(meanwhile)
+            self.sync_firewall()
         except Exception as err:  # teardown paths must not fail
             print(f"dockyard: network rules not updated: {err}", file=sys.stderr)
 
@@ -518,20 +518,15 @@ class Attacher:
             kernel.delete_netns(self.netns_path(cid))
         except OSError:
             pass
-        detached: list[bool] = []
-
-        def after_detach() -> None:
-            detached.append(True)
-            try:
-                self._after_detach({ep.network_id for ep in active})
-            except Exception:
-                pass
-
         if active or had_ports:
-            # deleting an idle default bridge waits for the kernel as nft does: together
-            self._sync_quietly(meanwhile=after_detach)
-        if not detached:
-            after_detach()
+            self._sync_quietly()
+        try:
+            # after the rules: deleting an idle default bridge waits for the kernel (an RCU
+            # barrier), and the nft commit's own clean-up completes in that time instead of
+            # making this process's exit wait for it (see firewall._Libnftables)
+            self._after_detach({ep.network_id for ep in active})
+        except Exception:
+            pass
 
     def forget(self, container_id: str) -> None:
         """The container is removed: release its networking and drop its records."""

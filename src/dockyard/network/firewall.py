@@ -396,7 +396,6 @@ def apply(
     bridges: list[BridgeRules],
     ports: list[PortRule],
     cache: Path | None = None,
-    meanwhile: Callable[[], None] | None = None,
 ) -> None:
     """Make the kernel's rules for this store match ``bridges`` and ``ports``.
 
@@ -405,17 +404,7 @@ def apply(
     What is unchanged is not sent again: most container starts and stops change no
     rule and run no process; a published port costs one ``nft`` run. The FORWARD
     policy is read again only when the cache is forgotten (``forget_cache``).
-
-    ``meanwhile`` runs after the rules are sent but, with the nft command, before it
-    has ended (other slow kernel work shares the ~20 ms its exit waits, see
-    _Libnftables); with nft's library, before the kernel has retired the old rules.
     """
-    pending = [meanwhile] if meanwhile is not None else []
-
-    def run_meanwhile() -> None:
-        while pending:
-            pending.pop()()
-
     try:
         if cfg.firewall == "iptables":
             wanted = f"iptables\n{bridges!r}\n{ports!r}\n"
