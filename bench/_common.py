@@ -74,7 +74,10 @@ def bench_env() -> Iterator[Bench]:
         if b.runc_root.exists():
             for cid in os.listdir(b.runc_root):
                 subprocess.run(["runc", "--root", str(b.runc_root), "delete", "-f", cid], capture_output=True)
-        subprocess.run(["umount", "-R", "-l", str(base)], capture_output=True)
+        from dockyard.config import Paths
+        from dockyard.reset import reset
+
+        reset(Paths(base / "root", base / "run"))
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -63,43 +63,11 @@ def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cleanup_store(env: dict[str, str]) -> None:
-    """Kill whatever the test left running and unmount everything under its roots."""
-    root, runroot = env["DOCKYARD_ROOT"], env["DOCKYARD_RUNROOT"]
-    runc_root = os.path.join(runroot, "runc")
-    if os.path.isdir(runc_root):
-        for cid in os.listdir(runc_root):
-            subprocess.run(["runc", "--root", runc_root, "kill", cid, "KILL"],
-                           capture_output=True)
-            subprocess.run(["runc", "--root", runc_root, "delete", "--force", cid],
-                           capture_output=True)
-    run_containers = os.path.join(runroot, "containers")
-    if os.path.isdir(run_containers):
-        for cid in os.listdir(run_containers):
-            pidfile = os.path.join(run_containers, cid, "monitor.pid")
-            try:
-                pid = int(Path(pidfile).read_text())
-                os.kill(pid, 9)
-            except (OSError, ValueError):
-                pass
-    mounts = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4].replace("\\040", " ")
-            if point.startswith((root, runroot)):
-                mounts.append(point)
-    for point in sorted(mounts, key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True)
-    if os.path.exists(os.path.join(root, "state.db")):
-        # bridges, firewall tables and DNS servers of this store
-        from dockyard.config import Paths
-        from dockyard.db import Database
-        from dockyard.network.manager import NetworkManager
+    """Kill whatever the test left running, remove its network objects, unmount."""
+    from dockyard.config import Paths
+    from dockyard.reset import stop_everything
 
-        db = Database(Path(root) / "state.db")
-        try:
-            NetworkManager(Paths(Path(root), Path(runroot)), db).destroy_all()
-        finally:
-            db.close()
+    stop_everything(Paths(Path(env["DOCKYARD_ROOT"]), Path(env["DOCKYARD_RUNROOT"])))
 
 
 @pytest.fixture

@@ -336,9 +336,11 @@ def test_bridge_container_setup_and_files(mgr: NetworkManager) -> None:
         assert "nameserver 8.8.8.8" in files["/etc/resolv.conf"]
         assert "search example.test" in files["/etc/resolv.conf"]
         assert bridge.bridge in _kernel_objects(mgr)["bridges"]
-    # the default bridge goes away with its last container
+    # the default bridge stays, as docker0 does; the container's namespace is gone
+    assert _kernel_objects(mgr)["netns"] == []
+    mgr.destroy_all()
     objects = _kernel_objects(mgr)
-    assert not objects["bridges"] and not objects["table"] and objects["netns"] == []
+    assert not objects["bridges"] and not objects["table"]
 
 
 def test_host_none_and_container_modes(mgr: NetworkManager) -> None:
@@ -420,8 +422,10 @@ def test_published_port(mgr: NetworkManager, webroot: Path, dummy_address: str) 
                 # another container through the host address, and the container to itself
                 assert fetch(f"http://{dummy_address}:{port}/", client.netns_path) == expected
                 assert fetch(f"http://{dummy_address}:{port}/", web.netns_path) == expected
+    assert _kernel_objects(mgr)["netns"] == []
+    mgr.destroy_all()  # the default bridge stays until then, as docker0 does
     objects = _kernel_objects(mgr)
-    assert not objects["bridges"] and not objects["table"] and objects["netns"] == []
+    assert not objects["bridges"] and not objects["table"]
 
 
 def test_publish_localhost_only_udp_and_publish_all(mgr: NetworkManager) -> None:
@@ -489,8 +493,10 @@ def test_cleanup_stale_and_nothing_left(mgr: NetworkManager) -> None:
     assert mgr.cleanup_stale(lambda cid: False) == []
     assert not _dns_running(mgr, net.id)
     mgr.remove("stale")
+    assert _kernel_objects(mgr)["netns"] == []
+    mgr.destroy_all()  # the default bridge stays until then, as docker0 does
     objects = _kernel_objects(mgr)
-    assert not objects["bridges"] and not objects["table"] and objects["netns"] == []
+    assert not objects["bridges"] and not objects["table"]
     assert not any(n.startswith("dy") and n in objects["names"] for n in _veths(mgr, cids))
     nft = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
     assert mgr.cfg.table not in nft

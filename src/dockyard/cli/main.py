@@ -54,6 +54,7 @@ COMMAND_MODULES: dict[str, str] = {
     "export": "fs_commands",
     "version": "misc_commands",
     "info": "misc_commands",
+    "system reset": "misc_commands",
     # building
     "build": "build_commands",
     "builder prune": "build_commands",
@@ -107,6 +108,7 @@ ALIASES: dict[str, str] = {
     "container port": "port",
     "image build": "build",
     "buildx build": "build",
+    "system info": "info",
     "image pull": "pull",
     "image push": "push",
 }

@@ -8,15 +8,22 @@ import platform
 import subprocess
 from typing import TYPE_CHECKING
 
+from dockyard.errors import DockyardError
+
 if TYPE_CHECKING:
     from dockyard.cli.context import Context
 
 
 def configure(command: str, p: argparse.ArgumentParser) -> None:
+    if command == "system reset":
+        p.add_argument("-f", "--force", action="store_true")
+        return
     p.add_argument("-f", "--format")
 
 
 def execute(command: str, ctx: Context, args: argparse.Namespace) -> int:
+    if command == "system reset":
+        return _reset(ctx, args)
     from dockyard import __version__
     from dockyard.config import find_runtime
 
@@ -56,4 +63,24 @@ def execute(command: str, ctx: Context, args: argparse.Namespace) -> int:
         print(render(args.format, info))
     else:
         print(json.dumps(info, indent=1))
+    return 0
+
+
+def _reset(ctx: Context, args: argparse.Namespace) -> int:
+    """Podman's ``system reset``: every container, image, volume and network goes."""
+    import sys
+
+    from dockyard.reset import reset
+
+    if not args.force:
+        if not sys.stdin.isatty():
+            raise DockyardError("refusing to reset without --force when not on a terminal")
+        answer = input(
+            f"WARNING! This will remove all containers, images, volumes and networks in "
+            f"{ctx.paths.root}.\nAre you sure you want to continue? [y/N] "
+        )
+        if answer.strip().lower() not in ("y", "yes"):
+            return 0
+    ctx.close()
+    reset(ctx.paths)
     return 0

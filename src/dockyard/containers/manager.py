@@ -446,6 +446,8 @@ class ContainerManager:
         final = values is not None and values.get("status") in ("exited", "failed")
         if not final and monitor_is_alive(run_dir):
             return  # still running (or restarting): nothing to clean
+        if values is None and container.state.status not in LIVE_STATUSES:
+            return  # cleaned up already
         if values:
             container.state = merge_monitor_state(container.state, values)
         if container.state.status in LIVE_STATUSES:
@@ -457,13 +459,14 @@ class ContainerManager:
         health = _read_health(run_dir)
         if health:
             container.state.health = health
-        self._teardown(container)
-        rows = self.db.query("SELECT 1 FROM containers WHERE id = ?", (container.id,))
-        if not rows:
+        if not self.db.query("SELECT 1 FROM containers WHERE id = ?", (container.id,)):
+            self._teardown(container)
             return
-        self._save_state(container)
         if container.spec.auto_remove:
             self._remove_locked(container, volumes=True)
+            return
+        self._teardown(container)
+        self._save_state(container)
 
     def _signal(self, container: Container, signal: str | int) -> None:
         try:

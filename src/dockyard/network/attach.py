@@ -155,9 +155,7 @@ class Attacher:
         for net in store.networks(self.db.conn):
             if not net.is_bridge or not net.bridge or not net.subnet:
                 continue
-            if net.is_default_bridge and not any(
-                e.ip for e in store.endpoints(self.db.conn, network_id=net.id)
-            ):
+            if net.is_default_bridge and not kernel.link_exists(net.bridge):
                 continue
             bridges.append(firewall.BridgeRules(net.bridge, net.subnet, net.internal))
         rules = [
@@ -315,14 +313,16 @@ class Attacher:
         dnsctl.stop(self._dns_pidfile(network_id), network_id)
 
     def _after_detach(self, network_ids: set[str]) -> None:
-        """Stop what no running container needs any more: DNS servers, the default bridge."""
+        """Stop the DNS servers that no running container needs any more.
+
+        The default bridge stays, as Docker keeps docker0: creating and deleting a
+        bridge for every lone container would cost each `run` tens of milliseconds.
+        """
         for net_id in network_ids:
             net = store.network_by_id(self.db.conn, net_id)
             if net is None or any(e.ip for e in store.endpoints(self.db.conn, network_id=net_id)):
                 continue
-            if net.is_default_bridge:
-                kernel.delete_link(net.bridge or "")
-            elif not net.builtin:
+            if not net.builtin:
                 self._stop_dns(net_id)
 
     def attach_live(self, nc: NetContainer, net: NetworkRecord, ep: Endpoint) -> None:
@@ -505,7 +505,10 @@ class Attacher:
             # a container joined this namespace and keeps it alive: unplug it by hand
             # (otherwise removing the namespace removes the veth pairs, see kernel.py)
             for ep in active:
-                kernel.delete_link(ep.host_if or "")
+                try:
+                    kernel.delete_link(ep.host_if or "")
+                except Exception:
+                    pass
         had_ports = bool(store.ports(self.db.conn, cid))
         with self.db.transaction() as conn:
             for ep in active:

@@ -26,7 +26,6 @@ start or stop that changes no rule runs no process.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -300,7 +299,8 @@ class _Libnftables:
     Why not the ``nft`` command: besides the process, nft closes its netlink socket
     on exit, and the kernel makes that close wait until the replaced rules are retired
     (an RCU grace period, ~20 ms here). In-process the commit returns as soon as the
-    rules are live (~1 ms), and the socket stays open until this process ends.
+    rules are live (~1 ms); the socket stays open until this process ends, whose exit
+    waits only if that clean-up is still pending then.
     """
 
     def __init__(self) -> None:
@@ -356,39 +356,15 @@ def _library() -> _Libnftables | None:
     return _libnftables[0]
 
 
-def _start_nft(script: str) -> Callable[[], None]:
-    """Send ``script`` to nftables; the function returned waits for the outcome and
-    raises NetworkError if nft refused it."""
+def _nft(script: str) -> None:
+    """Apply ``script`` atomically, by nft's library if it loads, else by the command."""
     library = _library()
-    if library is not None:
-        error = library.run(script)
-
-        def reported() -> None:
-            if error is not None:
-                raise NetworkError(f"nft failed: {error}")
-
-        return reported
-    import subprocess
-
-    proc = subprocess.Popen(
-        ["nft", "-f", "-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdin is not None and proc.stderr is not None
-    proc.stdin.write(script)
-    proc.stdin.close()
-    errors = proc.stderr
-
-    def finished() -> None:
-        text = errors.read()
-        errors.close()
-        if proc.wait() != 0:
-            raise NetworkError(f"nft failed: {text.strip()}")
-
-    return finished
+    if library is None:
+        _run(["nft", "-f", "-"], script)
+        return
+    error = library.run(script)
+    if error is not None:
+        raise NetworkError(f"nft failed: {error}")
 
 
 def apply(
@@ -402,40 +378,33 @@ def apply(
     ``cache`` (a file under RUNROOT, which a reboot empties) holds the table applied
     last, and ``<cache>.accept`` the state of the iptables accept chain once checked.
     What is unchanged is not sent again: most container starts and stops change no
-    rule and run no process; a published port costs one ``nft`` run. The FORWARD
+    rule and run no process; a published port costs one nft transaction. The FORWARD
     policy is read again only when the cache is forgotten (``forget_cache``).
     """
-    try:
-        if cfg.firewall == "iptables":
-            wanted = f"iptables\n{bridges!r}\n{ports!r}\n"
-            if _cached(cache) != wanted:
-                if cache is not None:
-                    cache.unlink(missing_ok=True)
-                _iptables_full(cfg, bridges, ports)
-                _remember(cache, wanted)
-            return
-        table = nft_table(cfg.table, bridges, ports)
-        applied = _cached(cache)
-        if applied != table:
+    if cfg.firewall == "iptables":
+        wanted = f"iptables\n{bridges!r}\n{ports!r}\n"
+        if _cached(cache) != wanted:
             if cache is not None:
-                cache.unlink(missing_ok=True)  # unknown state until nft succeeded
-            in_place = bool(applied and table)  # the kernel holds a table nft_table made
-            finish = _start_nft((_flush if in_place else _reset)(cfg.table) + table)
+                cache.unlink(missing_ok=True)
+            _iptables_full(cfg, bridges, ports)
+            _remember(cache, wanted)
+        return
+    table = nft_table(cfg.table, bridges, ports)
+    applied = _cached(cache)
+    if applied != table:
+        if cache is not None:
+            cache.unlink(missing_ok=True)  # unknown state until nft succeeded
+        if applied and table:  # the kernel holds a table that nft_table made: refill it
             try:
-                run_meanwhile()
-            finally:
-                try:
-                    finish()
-                except NetworkError:
-                    if not in_place:
-                        raise
-                    _start_nft(_reset(cfg.table) + table)()  # the table was edited by hand?
-            _remember(cache, table)
-        accept_cache = _accept_cache(cache)
-        state = _cached(accept_cache)
-        if state != OPEN and state != _accept_state(bridges):
-            if accept_cache is not None:
-                accept_cache.unlink(missing_ok=True)
-            _remember(accept_cache, _sync_iptables_accept(cfg, bridges))
-    finally:
-        run_meanwhile()
+                _nft(_flush(cfg.table) + table)
+            except NetworkError:
+                applied = None  # edited by hand? start afresh
+        if not (applied and table):
+            _nft(_reset(cfg.table) + table)
+        _remember(cache, table)
+    accept_cache = _accept_cache(cache)
+    state = _cached(accept_cache)
+    if state != OPEN and state != _accept_state(bridges):
+        if accept_cache is not None:
+            accept_cache.unlink(missing_ok=True)
+        _remember(accept_cache, _sync_iptables_accept(cfg, bridges))

@@ -27,12 +27,12 @@ def host_networks(exclude_dev: Iterable[str] = ()) -> list[IPv4Net]:
     skip = {i for i in (nl.link_index(name) for name in exclude_dev) if i is not None}
     entries = [(dst, plen) for dst, plen, oif in nl.ipv4_routes() if not oif or oif not in skip]
     entries += [(addr, plen) for addr, plen, index in nl.ipv4_addresses() if index not in skip]
-    found: list[IPv4Net] = []
-    for address, prefixlen in entries:
+    found: dict[IPv4Net, None] = {}  # ordered, without duplicates
+    for address, prefixlen in dict.fromkeys(entries):
         net = ipaddress.IPv4Network(f"{address}/{prefixlen}", strict=False)
-        if not net.is_loopback and net.prefixlen > 0 and net not in found:
-            found.append(net)
-    return found
+        if not net.is_loopback and net.prefixlen > 0:
+            found[net] = None
+    return list(found)
 
 
 def pick_subnet(pools: Iterable[Pool], taken: Iterable[IPv4Net]) -> IPv4Net:

@@ -106,7 +106,7 @@ def parse_publish(value: str) -> list[PortBinding]:
         binding = PortBinding(
             container_port=c_first, protocol=proto, host_ip=host_ip, host_port=h_first
         )
-        binding.host_port_end = h_last  # type: ignore[attr-defined]
+        binding.host_port_end = h_last
         return [binding]
     return [
         PortBinding(
