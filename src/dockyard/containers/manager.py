@@ -412,7 +412,9 @@ class ContainerManager:
 
     def _teardown(self, container: Container) -> None:
         """Release what a run holds: runtime state, mounts, network. Never raises."""
-        if (self.paths.runtime_state / container.id).exists():
+        run_dir = self.paths.container_run_dir(container.id)
+        if (self.paths.runtime_state / container.id).exists() and not monitor_is_alive(run_dir):
+            # (a live monitor deletes the runtime's state itself once its clients have the exit)
             try:
                 self.runc.delete(container.id, force=True)
             except DockyardError:
@@ -422,7 +424,7 @@ class ContainerManager:
             rootfs.unmount(self.paths, container.id)
         except OSError:
             pass
-        shutil.rmtree(self.paths.container_run_dir(container.id), ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
     def _teardown_network(self, container: Container) -> None:
         self.networks.teardown(container.id)

@@ -863,7 +863,8 @@ static int runtime_argv(char **v, const char *cmd, const char *logfile) {
 
 static void runtime_delete(void) {
 	char *v[16];
-	int n = runtime_argv(v, "delete", runc_log_path), st;
+	/* No log file in the state dir: the engine may remove that dir meanwhile. */
+	int n = runtime_argv(v, "delete", "/dev/null"), st;
 	v[n++] = "--force";
 	v[n++] = (char *)opt.id;
 	v[n] = NULL;
