@@ -33,8 +33,10 @@ class Bench:
                               stderr=subprocess.PIPE)
 
     def runc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        # no pipes: a detached container would hold them open and never let run() return
         return subprocess.run(["runc", "--root", str(self.runc_root), *args], check=check,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
 
 
 def timed(fn: Callable[[], object]) -> float:

@@ -219,12 +219,8 @@ def prune_cache_mounts(root: Path) -> int:
     directory = root / CACHE_DIR
     if not directory.is_dir():
         return 0
-    size = 0
-    for dirpath, _dirs, files in os.walk(directory):
-        for name in files:
-            try:
-                size += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
+    from dockyard.fsutil import tree_size
+
+    size = tree_size(directory)
     shutil.rmtree(directory, ignore_errors=True)
     return size

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import time
@@ -257,9 +256,9 @@ def ps_row(ctx: Context, container: Container, *, trunc: bool, size: bool, now: 
     }
     row["Label"] = _LabelLookup(container.config.get("Labels") or {})
     if size:
-        from dockyard.containers.manager import _dir_size
+        from dockyard.fsutil import tree_size
 
-        rw = _dir_size(ctx.paths.container_dir(container.id) / "upper")
+        rw = tree_size(ctx.paths.container_dir(container.id) / "upper")
         virtual = rw
         try:
             virtual += ctx.images.get(container.image_id).size
@@ -339,7 +338,7 @@ def parse_filters(values: list[str], allowed: set[str]) -> list[tuple[str, str]]
     for value in values:
         key, sep, val = value.partition("=")
         if not sep:
-            raise InvalidArgument(f"bad format of filter (expected name=value)")
+            raise InvalidArgument("bad format of filter (expected name=value)")
         if key not in allowed:
             raise InvalidArgument(f"invalid filter '{key}'")
         out.append((key, val))
@@ -496,21 +495,11 @@ def container_inspect(ctx: Context, container: Container, size: bool = False) ->
         extra = hooks(container)
     data = inspect(container, ctx.paths, layer_dirs, extra)
     if size:
-        from dockyard.containers.manager import _dir_size
+        from dockyard.fsutil import tree_size
 
-        data["SizeRw"] = _dir_size(ctx.paths.container_dir(container.id) / "upper")
+        data["SizeRw"] = tree_size(ctx.paths.container_dir(container.id) / "upper")
         data["SizeRootFs"] = data["SizeRw"]
     return data
-
-
-def print_inspect(objects: list[Any], fmt: str | None) -> None:
-    if fmt:
-        from dockyard.cli.gotemplate import render
-
-        for obj in objects:
-            print(render(fmt, obj))
-    else:
-        print(json.dumps(objects, indent=4, ensure_ascii=False))
 
 
 def _inspect(ctx: Context, args: argparse.Namespace) -> int:
@@ -537,6 +526,8 @@ def _inspect(ctx: Context, args: argparse.Namespace) -> int:
         else:
             results.append(found)
     if results or not args.format:
+        from dockyard.cli.formatting import print_inspect
+
         print_inspect(results, args.format)
     if missing:
         raise DockyardError(f"No such object: {missing[-1]}", exit_code=1)

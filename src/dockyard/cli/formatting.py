@@ -463,3 +463,24 @@ def format_output(
         return "".join(rows)
     header = tmpl.execute_header(HeaderContext(headers, auto=headers is None))
     return tabwrite(header + "\n" + "".join(rows))
+
+
+def go_json_indent(value: Any) -> str:
+    """json.MarshalIndent(v, "", "    ") as the Docker CLI prints inspect output."""
+    import json
+
+    text = json.dumps(value, indent=4, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def print_inspect(objects: list[Any], fmt: str | None) -> None:
+    """``inspect`` output: a JSON array, or one rendered template per object."""
+    import sys
+
+    if fmt:
+        from dockyard.cli.gotemplate import render
+
+        for obj in objects:
+            sys.stdout.write(render(fmt, obj) + "\n")
+    else:
+        sys.stdout.write(go_json_indent(objects) + "\n")

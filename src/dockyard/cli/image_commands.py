@@ -287,15 +287,9 @@ def _inspect(ctx: Context, args: argparse.Namespace) -> int:
             found.append(image_inspect_data(ctx, ctx.images.resolve(ref)))
         except NotFound:
             missing.append(ref)
-    if args.format:
-        from dockyard.cli.gotemplate import render
+    from dockyard.cli.formatting import print_inspect
 
-        for item in found:
-            sys.stdout.write(render(args.format, item) + "\n")
-    else:
-        from dockyard.images.views import go_json_indent
-
-        sys.stdout.write(go_json_indent(found) + "\n")
+    print_inspect(found, args.format)
     if missing:
         sys.stdout.flush()
         for ref in missing[:-1]:

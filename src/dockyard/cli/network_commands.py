@@ -6,7 +6,6 @@ Failures exit 1, as Docker's do (flag errors exit 125, see ``main``).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from dataclasses import dataclass
@@ -275,13 +274,9 @@ def _inspect(ctx: Context, mgr: NetworkManager, args: argparse.Namespace) -> int
             found.append(mgr.inspect(ref))
         except NotFound:
             missing.append(ref)
-    if args.format:
-        from dockyard.cli.gotemplate import render
+    from dockyard.cli.formatting import print_inspect
 
-        for obj in found:
-            print(render(args.format, obj))
-    else:
-        print(json.dumps(found, indent=4, ensure_ascii=False))
+    print_inspect(found, args.format)
     if missing:
         raise DockyardError(f"No such network: {missing[-1]}", exit_code=1)
     return 0
@@ -309,6 +304,7 @@ def _rm(ctx: Context, mgr: NetworkManager, args: argparse.Namespace) -> int:
 
 
 def _prune(ctx: Context, mgr: NetworkManager, args: argparse.Namespace) -> int:
+    ctx.containers.release_stale_networks()
     filters = _filters(args.filter)
     for key in filters:
         if key not in ("until", "label", "label!"):

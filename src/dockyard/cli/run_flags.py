@@ -148,9 +148,9 @@ def parse_restart(value: str) -> RestartPolicy:
         raise InvalidArgument(f"invalid restart policy: {value}")
     if count:
         if name != "on-failure":
-            raise InvalidArgument(f"invalid restart policy: maximum retry count can only be used with 'on-failure'")
+            raise InvalidArgument("invalid restart policy: maximum retry count can only be used with 'on-failure'")
         if not count.isdigit():
-            raise InvalidArgument(f"invalid restart policy format: maximum retry count must be an integer")
+            raise InvalidArgument("invalid restart policy format: maximum retry count must be an integer")
     return RestartPolicy(name or "no", int(count or 0))
 
 

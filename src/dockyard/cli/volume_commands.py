@@ -6,7 +6,6 @@ Failures of these commands exit 1, as Docker's do (flag errors exit 125).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -157,13 +156,9 @@ def _inspect(vm: VolumeManager, args: argparse.Namespace) -> int:
             found.append(vm.inspect(name))
         except NotFound:
             missing.append(name)
-    if args.format:
-        from dockyard.cli.gotemplate import render
+    from dockyard.cli.formatting import print_inspect
 
-        for obj in found:
-            print(render(args.format, obj))
-    else:
-        print(json.dumps(found, indent=4, ensure_ascii=False))
+    print_inspect(found, args.format)
     if missing:
         raise DockyardError(f"get {missing[-1]}: no such volume", exit_code=1)
     return 0

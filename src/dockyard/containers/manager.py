@@ -39,12 +39,13 @@ from dockyard.containers.state import (
 )
 from dockyard.db import Database
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
+from dockyard.fsutil import tree_size
 
 if TYPE_CHECKING:
     from dockyard.images.store import Image, ImageStore
     from dockyard.network.manager import NetworkManager
-    from dockyard.volumes.manager import VolumeManager
     from dockyard.runtime.runc import Runc
+    from dockyard.volumes.manager import VolumeManager
 
 
 @dataclass
@@ -159,7 +160,6 @@ class ContainerManager:
 
     def list(self) -> builtins.list[Container]:
         rows = self.db.query("SELECT * FROM containers ORDER BY created DESC")
-        self.networks.cleanup_stale(self._is_running)
         return [self.refresh(self._row_to_container(r)) for r in rows]
 
     def _is_running(self, container_id: str) -> bool:
@@ -280,7 +280,8 @@ class ContainerManager:
         return container
 
     def _start_locked(self, container: Container, *, attach: bool) -> None:
-        from dockyard.runtime import monitor, spec as oci
+        from dockyard.runtime import monitor
+        from dockyard.runtime import spec as oci
         from dockyard.runtime.process import resolve_process
 
         paths = self.paths
@@ -609,22 +610,27 @@ class ContainerManager:
     def rename(self, container: Container, new_name: str) -> None:
         new_name = ids.validate_container_name(new_name)
         if new_name == container.name:
-            raise Conflict(f"Renaming a container with the same name as its current name")
+            raise Conflict("Renaming a container with the same name as its current name")
         try:
             with self.db.transaction() as conn:
                 conn.execute("UPDATE containers SET name = ? WHERE id = ?", (new_name, container.id))
         except sqlite3.IntegrityError:
             raise _name_conflict(new_name, self.db) from None
 
+    def release_stale_networks(self) -> None:
+        """Network state of containers that no longer run (a crash between steps)."""
+        self.networks.cleanup_stale(self._is_running)
+
     def prune(self) -> tuple[builtins.list[str], int]:
         removed: builtins.list[str] = []
         reclaimed = 0
+        self.release_stale_networks()
         for container in self.list():
             if container.running or container.state.status == "created" and False:
                 continue
             if container.running:
                 continue
-            reclaimed += _dir_size(self.paths.container_dir(container.id) / "upper")
+            reclaimed += tree_size(self.paths.container_dir(container.id) / "upper")
             try:
                 self.remove(container)
                 removed.append(container.id)
@@ -670,14 +676,3 @@ def _name_conflict(name: str, db: Database) -> Conflict:
         f'Conflict. The container name "/{name}" is already in use by container "{owner}". '
         "You have to remove (or rename) that container to be able to reuse that name."
     )
-
-
-def _dir_size(path: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-    return total

@@ -24,6 +24,7 @@ from typing import IO, Any, BinaryIO
 
 from dockyard.config import Paths
 from dockyard.errors import DockyardError, InvalidArgument, NotFound, UnsafePath
+from dockyard.fsutil import resolve_in_root
 
 MNT_DETACH = 2
 PAGE_LIMIT = 4096
@@ -345,45 +346,6 @@ def export(paths: Paths, container_id: str, lower_dirs: list[Path], out: BinaryI
 
 
 # -- docker cp -----------------------------------------------------------------------
-
-
-def resolve_in_root(root: Path, path: str, follow_last: bool = True) -> Path:
-    """The host path of container ``path``, every symlink resolved inside ``root``.
-
-    ``..`` stops at the root and absolute link targets restart from it, so the
-    result is always below ``root``.
-    """
-    pending = [p for p in path.split("/") if p]
-    pending.reverse()
-    parts: list[str] = []
-    links = 0
-    while pending:
-        part = pending.pop()
-        if part == ".":
-            continue
-        if part == "..":
-            if parts:
-                parts.pop()
-            continue
-        candidate = os.path.join(root, *parts, part)
-        try:
-            st = os.lstat(candidate)
-        except (FileNotFoundError, NotADirectoryError):
-            parts.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode) and (pending or follow_last):
-            links += 1
-            if links > _MAX_SYMLINKS:
-                raise InvalidArgument(f"too many levels of symbolic links in {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                parts = []
-            new = [p for p in target.split("/") if p]
-            new.reverse()
-            pending.extend(new)
-            continue
-        parts.append(part)
-    return Path(root, *parts)
 
 
 @dataclass

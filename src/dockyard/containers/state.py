@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,13 @@ LIVE_STATUSES = ("running", "restarting", "paused")
 
 def now_rfc3339() -> str:
     """UTC now with nanosecond digits, as Docker prints times."""
-    ns = int(datetime.now(timezone.utc).timestamp() * 1e9)
+    ns = int(datetime.now(UTC).timestamp() * 1e9)
     return format_ns(ns)
 
 
 def format_ns(ns: int) -> str:
     secs, frac = divmod(ns, 1_000_000_000)
-    stamp = datetime.fromtimestamp(secs, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    stamp = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{stamp}.{frac:09d}Z"
 
 
@@ -46,7 +46,7 @@ def parse_time(text: str) -> float:
             digits += ch
         frac = digits
     base = base.rstrip("Z")
-    moment = datetime.strptime(base[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    moment = datetime.strptime(base[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
     return moment.timestamp() + (float(f"0.{frac}") if frac else 0.0)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from dockyard.images import reference
@@ -117,9 +116,3 @@ def inspect_data(store: ImageStore, image: Image) -> dict[str, Any]:
         }
     )
     return data
-
-
-def go_json_indent(value: Any) -> str:
-    """json.MarshalIndent(v, "", "    ") as the Docker CLI prints inspect output."""
-    text = json.dumps(value, indent=4, ensure_ascii=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

@@ -206,7 +206,9 @@ def spawn(cfg: MonitorConfig, *, timeout: float = 120.0) -> int:
             w2 = os.dup(w)
             os.close(w)
             w = w2
-        actions = [(os.POSIX_SPAWN_OPEN, fd, "/dev/null", os.O_RDWR, 0) for fd in (0, 1, 2)]
+        actions: list[tuple[Any, ...]] = [
+            (os.POSIX_SPAWN_OPEN, fd, "/dev/null", os.O_RDWR, 0) for fd in (0, 1, 2)
+        ]
         actions.append((os.POSIX_SPAWN_DUP2, w, sync_fd))
         first = os.posix_spawn(
             binary, cfg.argv(binary, sync_fd), os.environ, file_actions=actions, setsid=True

@@ -8,7 +8,6 @@ resolved relative to it, so an image cannot make us read host files.
 
 from __future__ import annotations
 
-import errno
 import os
 import posixpath
 import stat
@@ -263,12 +262,14 @@ def _parse_group(text: str) -> list[_GroupEntry]:
 
 def _read_in_root(rootfs: Path, path: str, limit: int = 4 * 1024 * 1024) -> str:
     """Read ``path`` as the container would see it; "" when absent or not a file."""
+    from dockyard.fsutil import resolve_in_root
+
     try:
         host_path = resolve_in_root(rootfs, path)
         if not stat.S_ISREG(os.lstat(host_path).st_mode):
             return ""  # never open a device or FIFO an image put there
         fd = os.open(host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
+    except (OSError, InvalidArgument):
         return ""
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -277,39 +278,3 @@ def _read_in_root(rootfs: Path, path: str, limit: int = 4 * 1024 * 1024) -> str:
             return f.read(limit).decode("utf-8", "replace")
     finally:
         os.close(fd)
-
-
-def resolve_in_root(rootfs: Path, path: str) -> str:
-    """Host path of ``path`` inside ``rootfs``, symlinks resolved as if chrooted there."""
-    root = os.fspath(rootfs)
-    pending = [p for p in path.split("/") if p]
-    pending.reverse()
-    parts: list[str] = []
-    links = 0
-    while pending:
-        part = pending.pop()
-        if part == ".":
-            continue
-        if part == "..":
-            if parts:
-                parts.pop()
-            continue
-        candidate = os.path.join(root, *parts, part)
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            parts.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > _MAX_SYMLINKS:
-                raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                parts = []
-            new = [p for p in target.split("/") if p]
-            new.reverse()
-            pending.extend(new)
-            continue
-        parts.append(part)
-    return os.path.join(root, *parts)
