@@ -16,27 +16,42 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DOCKYARD = [str(REPO / ".venv/bin/dockyard")] if (REPO / ".venv/bin/dockyard").exists() else [
-    sys.executable, "-m", "dockyard"]
+DOCKYARD = (
+    [str(REPO / ".venv/bin/dockyard")]
+    if (REPO / ".venv/bin/dockyard").exists()
+    else [sys.executable, "-m", "dockyard"]
+)
 
 
 class Bench:
     def __init__(self, base: Path) -> None:
         self.base = base
-        self.env = dict(os.environ, DOCKYARD_ROOT=str(base / "root"), DOCKYARD_RUNROOT=str(base / "run"))
+        self.env = dict(
+            os.environ, DOCKYARD_ROOT=str(base / "root"), DOCKYARD_RUNROOT=str(base / "run")
+        )
         self.runc_root = base / "runc-bare"
         self.bundle = base / "bundle"
 
-    def dy(self, *args: str, check: bool = True, quiet: bool = True) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([*DOCKYARD, *args], env=self.env, check=check,
-                              stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
-                              stderr=subprocess.PIPE)
+    def dy(
+        self, *args: str, check: bool = True, quiet: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [*DOCKYARD, *args],
+            env=self.env,
+            check=check,
+            stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
 
     def runc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         # no pipes: a detached container would hold them open and never let run() return
-        return subprocess.run(["runc", "--root", str(self.runc_root), *args], check=check,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+        return subprocess.run(
+            ["runc", "--root", str(self.runc_root), *args],
+            check=check,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -53,8 +68,11 @@ def median_time(fn: Callable[[], object], runs: int) -> float:
 @contextmanager
 def bench_env() -> Iterator[Bench]:
     # byte-compile first: PYTHONDONTWRITEBYTECODE would make every command recompile
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "src/dockyard")],
-                   stdout=subprocess.DEVNULL, check=False)
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(REPO / "src/dockyard")],
+        stdout=subprocess.DEVNULL,
+        check=False,
+    )
     base = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
     b = Bench(base)
     try:
@@ -75,7 +93,9 @@ def bench_env() -> Iterator[Bench]:
         subprocess.run([*DOCKYARD, "rm", "-f", *_all_ids(b)], env=b.env, capture_output=True)
         if b.runc_root.exists():
             for cid in os.listdir(b.runc_root):
-                subprocess.run(["runc", "--root", str(b.runc_root), "delete", "-f", cid], capture_output=True)
+                subprocess.run(
+                    ["runc", "--root", str(b.runc_root), "delete", "-f", cid], capture_output=True
+                )
         from dockyard.config import Paths
         from dockyard.reset import reset
 
@@ -84,12 +104,18 @@ def bench_env() -> Iterator[Bench]:
 
 
 def _all_ids(b: Bench) -> list[str]:
-    out = subprocess.run([*DOCKYARD, "ps", "-aq", "--no-trunc"], env=b.env, capture_output=True, text=True)
+    out = subprocess.run(
+        [*DOCKYARD, "ps", "-aq", "--no-trunc"], env=b.env, capture_output=True, text=True
+    )
     return out.stdout.split()
 
 
-def report(name: str, ours: float, baseline: float, baseline_name: str, bound: float, unit: str = "s") -> None:
+def report(
+    name: str, ours: float, baseline: float, baseline_name: str, bound: float, unit: str = "s"
+) -> None:
     ratio = ours / baseline if baseline else float("inf")
     verdict = "ok" if ratio <= bound else "OVER"
-    print(f"{name}: dockyard {ours:.4f}{unit}, {baseline_name} {baseline:.4f}{unit}, "
-          f"ratio {ratio:.2f} (bound {bound}) {verdict}")
+    print(
+        f"{name}: dockyard {ours:.4f}{unit}, {baseline_name} {baseline:.4f}{unit}, "
+        f"ratio {ratio:.2f} (bound {bound}) {verdict}"
+    )

@@ -31,8 +31,10 @@ def main() -> None:
             monitors += 1
         per = total / COUNT / 1024
         verdict = "ok" if per <= 1.0 else "OVER"
-        print(f"memory per idle container: {per:.3f} MB PSS ({monitors} monitors, "
-              f"{total} KiB total; bound 1 MB; Podman's conmon ~0.37 MB) {verdict}")
+        print(
+            f"memory per idle container: {per:.3f} MB PSS ({monitors} monitors, "
+            f"{total} KiB total; bound 1 MB; Podman's conmon ~0.37 MB) {verdict}"
+        )
 
 
 if __name__ == "__main__":

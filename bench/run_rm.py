@@ -12,7 +12,9 @@ RUNS = 30
 def main() -> None:
     with bench_env() as b:
         counter = itertools.count()
-        bare = median_time(lambda: b.runc("run", "--bundle", str(b.bundle), f"bare{next(counter)}"), RUNS)
+        bare = median_time(
+            lambda: b.runc("run", "--bundle", str(b.bundle), f"bare{next(counter)}"), RUNS
+        )
         ours = median_time(lambda: b.dy("run", "--rm", "busybox:latest", "true"), RUNS)
         report("run --rm true (median)", ours, bare, "bare runc run", 2.5)
 

@@ -24,8 +24,21 @@ def make_busybox_tar(dest: Path) -> Path:
     ).stdout.split()
     data = Path(BUSYBOX).read_bytes()
     with tarfile.open(dest, "w") as tar:
-        for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "tmp", "root", "proc",
-                  "sys", "dev", "var", "home"):
+        for d in (
+            "bin",
+            "sbin",
+            "usr",
+            "usr/bin",
+            "usr/sbin",
+            "etc",
+            "tmp",
+            "root",
+            "proc",
+            "sys",
+            "dev",
+            "var",
+            "home",
+        ):
             info = tarfile.TarInfo(d)
             info.type = tarfile.DIRTYPE
             info.mode = 0o1777 if d == "tmp" else 0o755
@@ -42,12 +55,17 @@ def make_busybox_tar(dest: Path) -> Path:
             link.linkname = "/bin/busybox"
             tar.addfile(link)
         for name, text in (
-            ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"
-                           "daemon:x:1:1:daemon:/usr/sbin:/bin/false\n"
-                           "nobody:x:65534:65534:nobody:/home:/bin/false\n"
-                           "app:x:1000:1000:app:/home/app:/bin/sh\n"),
-            ("etc/group", "root:x:0:\ndaemon:x:1:\nwheel:x:10:app\napp:x:1000:\n"
-                          "nogroup:x:65534:\n"),
+            (
+                "etc/passwd",
+                "root:x:0:0:root:/root:/bin/sh\n"
+                "daemon:x:1:1:daemon:/usr/sbin:/bin/false\n"
+                "nobody:x:65534:65534:nobody:/home:/bin/false\n"
+                "app:x:1000:1000:app:/home/app:/bin/sh\n",
+            ),
+            (
+                "etc/group",
+                "root:x:0:\ndaemon:x:1:\nwheel:x:10:app\napp:x:1000:\nnogroup:x:65534:\n",
+            ),
         ):
             raw = text.encode()
             info = tarfile.TarInfo(name)
@@ -87,11 +105,16 @@ Runner = Callable[..., subprocess.CompletedProcess[str]]
 def dy(dockyard_env: dict[str, str]) -> Runner:
     """Run ``dockyard ARGS...`` as a user would; returns the CompletedProcess (text mode)."""
 
-    def run(*args: str, input: str | None = None, check: bool = False,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, input: str | None = None, check: bool = False, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "dockyard", *args], env=dockyard_env, input=input,
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "dockyard", *args],
+            env=dockyard_env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and proc.returncode != 0:
             raise AssertionError(

@@ -21,8 +21,10 @@ def test_bad_flag_is_125_for_every_command(dy: Runner) -> None:
     for args in (("ps", "--bogus"), ("images", "--bogus"), ("rm", "--bogus", "x")):
         proc = dy(*args)
         assert proc.returncode == 125, args
-        assert proc.stderr.splitlines()[0].startswith("Error: unrecognized arguments") or \
-            "unrecognized" in proc.stderr
+        assert (
+            proc.stderr.splitlines()[0].startswith("Error: unrecognized arguments")
+            or "unrecognized" in proc.stderr
+        )
 
 
 def test_management_aliases(dy: Runner, busybox_image: str) -> None:

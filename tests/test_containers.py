@@ -7,8 +7,6 @@ import os
 import time
 from pathlib import Path
 
-import pytest
-
 from conftest import Runner
 
 
@@ -49,14 +47,21 @@ def test_exit_codes_like_docker(dy: Runner, busybox_image: str) -> None:
 
 
 def test_detached_container_outlives_the_command(dy: Runner, busybox_image: str) -> None:
-    cid = dy("run", "-d", "--name", "sleeper", busybox_image, "sleep", "300", check=True).stdout.strip()
+    cid = dy(
+        "run", "-d", "--name", "sleeper", busybox_image, "sleep", "300", check=True
+    ).stdout.strip()
     assert len(cid) == 64
     ps = dy("ps", check=True).stdout.splitlines()
     assert ps[0].split()[:3] == ["CONTAINER", "ID", "IMAGE"]
     assert "sleeper" in ps[1] and "Up " in ps[1]
-    assert dy("inspect", "-f", "{{.State.Running}} {{.Name}}", cid[:6], check=True).stdout == "true /sleeper\n"
+    assert (
+        dy("inspect", "-f", "{{.State.Running}} {{.Name}}", cid[:6], check=True).stdout
+        == "true /sleeper\n"
+    )
     dy("stop", "-t", "1", "sleeper", check=True)
-    status = dy("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "sleeper", check=True).stdout
+    status = dy(
+        "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "sleeper", check=True
+    ).stdout
     assert status == "exited 137\n" or status == "exited 143\n"
     dy("rm", "sleeper", check=True)
     assert dy("ps", "-aq").stdout == ""
@@ -70,8 +75,9 @@ def test_exit_on_its_own_is_recorded(dy: Runner, busybox_image: str) -> None:
 
 
 def test_logs_keep_streams_apart(dy: Runner, busybox_image: str) -> None:
-    cid = dy("run", "-d", busybox_image, "sh", "-c", "echo one; echo two >&2; echo three",
-             check=True).stdout.strip()
+    cid = dy(
+        "run", "-d", busybox_image, "sh", "-c", "echo one; echo two >&2; echo three", check=True
+    ).stdout.strip()
     dy("wait", cid, check=True)
     logs = dy("logs", cid, check=True)
     assert logs.stdout == "one\nthree\n"
@@ -93,8 +99,21 @@ def test_name_conflict_and_prefix_resolution(dy: Runner, busybox_image: str) -> 
 
 
 def test_env_workdir_user_entrypoint(dy: Runner, busybox_image: str) -> None:
-    out = dy("run", "--rm", "-e", "A=1", "-w", "/tmp", "-u", "app", busybox_image,
-             "sh", "-c", "echo $A $(pwd) $(id -u) $HOME", check=True).stdout
+    out = dy(
+        "run",
+        "--rm",
+        "-e",
+        "A=1",
+        "-w",
+        "/tmp",
+        "-u",
+        "app",
+        busybox_image,
+        "sh",
+        "-c",
+        "echo $A $(pwd) $(id -u) $HOME",
+        check=True,
+    ).stdout
     assert out == "1 /tmp 1000 /home/app\n"
     out = dy("run", "--rm", "--entrypoint", "echo", busybox_image, "hello", check=True).stdout
     assert out == "hello\n"
@@ -128,18 +147,33 @@ def test_pause_unpause_and_kill(dy: Runner, busybox_image: str) -> None:
 
 
 def test_restart_policy_on_failure(dy: Runner, busybox_image: str) -> None:
-    cid = dy("run", "-d", "--restart", "on-failure:2", busybox_image, "sh", "-c", "exit 1",
-             check=True).stdout.strip()
+    cid = dy(
+        "run", "-d", "--restart", "on-failure:2", busybox_image, "sh", "-c", "exit 1", check=True
+    ).stdout.strip()
     assert wait_for(
-        lambda: dy("inspect", "-f", "{{.State.Status}} {{.RestartCount}}", cid).stdout.strip()
-        == "exited 2",
+        lambda: (
+            dy("inspect", "-f", "{{.State.Status}} {{.RestartCount}}", cid).stdout.strip()
+            == "exited 2"
+        ),
         timeout=20,
     )
 
 
 def test_healthcheck_states(dy: Runner, busybox_image: str) -> None:
-    cid = dy("run", "-d", "--health-cmd", "test -e /tmp/ok", "--health-interval", "200ms",
-             "--health-retries", "1", busybox_image, "sleep", "300", check=True).stdout.strip()
+    cid = dy(
+        "run",
+        "-d",
+        "--health-cmd",
+        "test -e /tmp/ok",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "1",
+        busybox_image,
+        "sleep",
+        "300",
+        check=True,
+    ).stdout.strip()
     assert wait_for(lambda: "(unhealthy)" in dy("ps").stdout, timeout=15)
     dy("exec", cid, "touch", "/tmp/ok", check=True)
     assert wait_for(lambda: "(healthy)" in dy("ps").stdout, timeout=15)
@@ -167,7 +201,9 @@ def test_killed_monitors_are_not_shown_running(
     run_dir = Path(dockyard_env["DOCKYARD_RUNROOT"])
     monitor_pid = int((run_dir / "containers" / cid / "monitor.pid").read_text())
     os.kill(monitor_pid, 9)
-    subprocess.run(["runc", "--root", str(run_dir / "runc"), "kill", cid, "KILL"], capture_output=True)
+    subprocess.run(
+        ["runc", "--root", str(run_dir / "runc"), "kill", cid, "KILL"], capture_output=True
+    )
     time.sleep(0.3)
     shutil.rmtree(run_dir / "runc", ignore_errors=True)
     shutil.rmtree(run_dir / "containers", ignore_errors=True)
@@ -182,8 +218,12 @@ def test_parallel_runs_keep_the_store_consistent(dy: Runner, busybox_image: str)
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=20) as pool:
-        results = list(pool.map(lambda i: dy("run", "-d", "--name", f"p{i}", busybox_image,
-                                             "sleep", "300"), range(20)))
+        results = list(
+            pool.map(
+                lambda i: dy("run", "-d", "--name", f"p{i}", busybox_image, "sleep", "300"),
+                range(20),
+            )
+        )
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results if r.returncode]
     ids = dy("ps", "-q").stdout.split()
     assert len(ids) == 20
@@ -195,9 +235,15 @@ def test_parallel_runs_keep_the_store_consistent(dy: Runner, busybox_image: str)
 
 
 def test_security_defaults(dy: Runner, busybox_image: str) -> None:
-    out = dy("run", "--rm", busybox_image, "sh", "-c",
-             "grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status; cat /proc/keys | wc -c",
-             check=True).stdout
+    out = dy(
+        "run",
+        "--rm",
+        busybox_image,
+        "sh",
+        "-c",
+        "grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status; cat /proc/keys | wc -c",
+        check=True,
+    ).stdout
     assert "CapEff:\t00000000a80425fb" in out
     assert "Seccomp:\t2" in out
     assert out.strip().endswith("0")
@@ -226,9 +272,23 @@ def test_tty_is_a_real_pty_with_the_terminal_size(
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dockyard", "run", "--rm", "-it", busybox_image,
-         "sh", "-c", "tty; stty size; exit 5"],
-        stdin=slave, stdout=slave, stderr=slave, env=dockyard_env, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "dockyard",
+            "run",
+            "--rm",
+            "-it",
+            busybox_image,
+            "sh",
+            "-c",
+            "tty; stty size; exit 5",
+        ],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=dockyard_env,
+        start_new_session=True,
     )
     os.close(slave)
     output = b""
@@ -246,3 +306,22 @@ def test_tty_is_a_real_pty_with_the_terminal_size(
     text = output.decode(errors="replace")
     assert "/dev/pts/0" in text
     assert "33 101" in text
+
+
+def test_memory_limit_oom_kill_is_reported(dy: Runner, busybox_image: str) -> None:
+    proc = dy(
+        "run",
+        "--name",
+        "hog",
+        "--memory",
+        "16m",
+        "--memory-swap",
+        "16m",
+        busybox_image,
+        "sh",
+        "-c",
+        "x=a; while true; do x=$x$x; done",
+    )
+    assert proc.returncode == 137
+    out = dy("inspect", "-f", "{{.State.OOMKilled}} {{.State.ExitCode}}", "hog", check=True)
+    assert out.stdout == "true 137\n"

@@ -62,7 +62,7 @@ def validate_container_name(name: str) -> str:
     bare = name.removeprefix("/")
     if len(bare) < 2 or not bare[0].isalnum() or not set(bare) <= _NAME_CHARS:
         raise InvalidArgument(
-            f'Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'
+            f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
         )
     return bare
 

@@ -128,8 +128,13 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
             raise
         print(container.id)
         return 0
-    return _run_attached(ctx, container, stdin=spec.stdin_open, remove_on_error=spec.auto_remove,
-                         sig_proxy=args.sig_proxy != "false" and not spec.tty)
+    return _run_attached(
+        ctx,
+        container,
+        stdin=spec.stdin_open,
+        remove_on_error=spec.auto_remove,
+        sig_proxy=args.sig_proxy != "false" and not spec.tty,
+    )
 
 
 def _run_attached(
@@ -147,6 +152,7 @@ def _run_attached(
     run_dir = ctx.paths.container_run_dir(container.id)
     previous: dict[signal.Signals, Any] = {}
     if sig_proxy:
+
         def forward(signum: int, _frame: object) -> None:
             try:
                 manager.runc.kill(container.id, signum)
@@ -189,11 +195,20 @@ def _start(ctx: Context, args: argparse.Namespace) -> int:
                 if container.running:
                     from dockyard.runtime.monitor import attach_session
 
-                    code = attach_session(ctx.paths.container_run_dir(container.id),
-                                          stdin=args.interactive, tty=container.spec.tty, start=False)
+                    code = attach_session(
+                        ctx.paths.container_run_dir(container.id),
+                        stdin=args.interactive,
+                        tty=container.spec.tty,
+                        start=False,
+                    )
                     return int(code or 0)
-                return _run_attached(ctx, container, stdin=args.interactive,
-                                     remove_on_error=False, sig_proxy=not container.spec.tty)
+                return _run_attached(
+                    ctx,
+                    container,
+                    stdin=args.interactive,
+                    remove_on_error=False,
+                    sig_proxy=not container.spec.tty,
+                )
             ctx.containers.start(container)
             print(ref)
         except DockyardError as err:
@@ -226,7 +241,9 @@ PS_HEADERS = {
 }
 
 
-def ps_row(ctx: Context, container: Container, *, trunc: bool, size: bool, now: float) -> dict[str, Any]:
+def ps_row(
+    ctx: Context, container: Container, *, trunc: bool, size: bool, now: float
+) -> dict[str, Any]:
     from dockyard.cli.formatting import human_size, time_ago
     from dockyard.containers.state import parse_time
     from dockyard.containers.view import command_line, ellipsis, status_text
@@ -248,9 +265,13 @@ def ps_row(ctx: Context, container: Container, *, trunc: bool, size: bool, now: 
         "State": container.state.status,
         "Status": status_text(container, now),
         "Names": container.name,
-        "Labels": ",".join(f"{k}={v}" for k, v in sorted((container.config.get("Labels") or {}).items())),
+        "Labels": ",".join(
+            f"{k}={v}" for k, v in sorted((container.config.get("Labels") or {}).items())
+        ),
         "Mounts": ",".join(m.source or m.target for m in container.spec.mounts),
-        "Networks": container.spec.network_mode if container.spec.network_mode not in ("none",) else "none",
+        "Networks": container.spec.network_mode
+        if container.spec.network_mode not in ("none",)
+        else "none",
         "LocalVolumes": str(sum(1 for m in container.spec.mounts if m.type == "volume")),
         "Size": "",
     }
@@ -286,8 +307,9 @@ def _ports_text(ctx: Context, container: Container) -> str:
     return ports_text(ctx, container)
 
 
-def _matches(container: Container, filters: list[tuple[str, str]], ctx: Context,
-             ordered: list[Container]) -> bool:
+def _matches(
+    container: Container, filters: list[tuple[str, str]], ctx: Context, ordered: list[Container]
+) -> bool:
     from dockyard.containers.state import parse_time
 
     for key, value in filters:
@@ -297,7 +319,9 @@ def _matches(container: Container, filters: list[tuple[str, str]], ctx: Context,
             return False
         if key == "status" and container.state.status != value:
             return False
-        if key == "exited" and not (container.state.status == "exited" and str(container.state.exit_code) == value):
+        if key == "exited" and not (
+            container.state.status == "exited" and str(container.state.exit_code) == value
+        ):
             return False
         if key == "label":
             k, sep, v = value.partition("=")
@@ -322,14 +346,32 @@ def _matches(container: Container, filters: list[tuple[str, str]], ctx: Context,
             if key == "since" and not mine > theirs:
                 return False
         if key == "health":
-            status = (container.state.health or {}).get("Status", "none") if container.running else "none"
+            status = (
+                (container.state.health or {}).get("Status", "none")
+                if container.running
+                else "none"
+            )
             if status != value:
                 return False
     return True
 
 
-_PS_FILTERS = {"id", "name", "status", "exited", "label", "ancestor", "before", "since", "health",
-               "network", "volume", "publish", "expose", "is-task"}
+_PS_FILTERS = {
+    "id",
+    "name",
+    "status",
+    "exited",
+    "label",
+    "ancestor",
+    "before",
+    "since",
+    "health",
+    "network",
+    "volume",
+    "publish",
+    "expose",
+    "is-task",
+}
 _STATUSES = {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
 
 
@@ -353,7 +395,12 @@ def _ps(ctx: Context, args: argparse.Namespace) -> int:
         if key == "status" and value not in _STATUSES:
             raise InvalidArgument(f"invalid filter 'status={value}'")
     containers = ctx.containers.list()
-    show_all = args.all or args.last > 0 or args.latest or any(k in ("status", "exited") for k, _ in filters)
+    show_all = (
+        args.all
+        or args.last > 0
+        or args.latest
+        or any(k in ("status", "exited") for k, _ in filters)
+    )
     if not show_all:
         containers = [c for c in containers if c.running]
     containers = [c for c in containers if _matches(c, filters, ctx, containers)]
@@ -414,8 +461,11 @@ def _kill(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _rm(ctx: Context, args: argparse.Namespace) -> int:
-    return _each(ctx, args.containers,
-                 lambda c: ctx.containers.remove(c, force=args.force, volumes=args.volumes))
+    return _each(
+        ctx,
+        args.containers,
+        lambda c: ctx.containers.remove(c, force=args.force, volumes=args.volumes),
+    )
 
 
 def _pause(ctx: Context, args: argparse.Namespace) -> int:
@@ -455,7 +505,9 @@ def _prune(ctx: Context, args: argparse.Namespace) -> int:
     from dockyard.cli.formatting import human_size
 
     if not args.force and sys.stdin.isatty():
-        answer = input("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ")
+        answer = input(
+            "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
+        )
         if answer.strip().lower() not in ("y", "yes"):
             return 0
     removed, reclaimed = ctx.containers.prune()

@@ -61,11 +61,23 @@ def _cp(ctx: Context, args: argparse.Namespace) -> int:
     if src_container is not None:
         container = ctx.containers.get(src_container)
         if dst_path == "-":
-            rootfs.copy_from(ctx.paths, container.id, _layers(ctx, container), src_path,
-                             sys.stdout.buffer, follow_link=args.follow_link)
+            rootfs.copy_from(
+                ctx.paths,
+                container.id,
+                _layers(ctx, container),
+                src_path,
+                sys.stdout.buffer,
+                follow_link=args.follow_link,
+            )
         else:
-            rootfs.copy_to_host(ctx.paths, container.id, _layers(ctx, container), src_path,
-                                dst_path, follow_link=args.follow_link)
+            rootfs.copy_to_host(
+                ctx.paths,
+                container.id,
+                _layers(ctx, container),
+                src_path,
+                dst_path,
+                follow_link=args.follow_link,
+            )
             if not args.quiet and sys.stderr.isatty():
                 print(f"Successfully copied to {dst_path}", file=sys.stderr)
         return 0
@@ -74,13 +86,26 @@ def _cp(ctx: Context, args: argparse.Namespace) -> int:
     if container.spec.read_only and container.running:
         raise InvalidArgument("container rootfs is marked read-only")
     if src_path == "-":
-        rootfs.copy_to(ctx.paths, container.id, _layers(ctx, container), sys.stdin.buffer,
-                       dst_path, archive=args.archive)
+        rootfs.copy_to(
+            ctx.paths,
+            container.id,
+            _layers(ctx, container),
+            sys.stdin.buffer,
+            dst_path,
+            archive=args.archive,
+        )
     else:
         if not os.path.lexists(src_path):
             raise InvalidArgument(f"stat {src_path}: no such file or directory")
-        rootfs.copy_to(ctx.paths, container.id, _layers(ctx, container), src_path, dst_path,
-                       archive=args.archive, follow_link=args.follow_link)
+        rootfs.copy_to(
+            ctx.paths,
+            container.id,
+            _layers(ctx, container),
+            src_path,
+            dst_path,
+            archive=args.archive,
+            follow_link=args.follow_link,
+        )
     return 0
 
 
@@ -108,6 +133,8 @@ def _export(ctx: Context, args: argparse.Namespace) -> int:
                 os.unlink(tmp)
         return 0
     if sys.stdout.isatty():
-        raise InvalidArgument("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+        raise InvalidArgument(
+            "cowardly refusing to save to a terminal. Use the -o flag or redirect"
+        )
     rootfs.export(ctx.paths, container.id, _layers(ctx, container), sys.stdout.buffer)
     return 0

@@ -198,15 +198,21 @@ def _top(ctx: Context, args: argparse.Namespace) -> int:
     rows = [header]
     for line in lines[1:]:
         fields = line.split(None, len(header) - 1)
-        if len(fields) > pid_index and fields[pid_index].isdigit() and int(fields[pid_index]) in pids:
+        if (
+            len(fields) > pid_index
+            and fields[pid_index].isdigit()
+            and int(fields[pid_index]) in pids
+        ):
             rows.append(fields)
     sys.stdout.write(tabwriter(rows))
     return 0
 
 
 def _cgroup_file(controller: str, container_id: str, name: str) -> str | None:
-    for base in (f"/sys/fs/cgroup/{controller}/dockyard/{container_id}",
-                 f"/sys/fs/cgroup/dockyard/{container_id}"):
+    for base in (
+        f"/sys/fs/cgroup/{controller}/dockyard/{container_id}",
+        f"/sys/fs/cgroup/dockyard/{container_id}",
+    ):
         path = os.path.join(base, name)
         if os.path.exists(path):
             return path
@@ -303,17 +309,29 @@ def _stats(ctx: Context, args: argparse.Namespace) -> int:
         containers = [ctx.containers.get(ref) for ref in args.containers]
     else:
         containers = [c for c in ctx.containers.list() if args.all or c.running]
-    default = ("table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}"
-               "\t{{.BlockIO}}\t{{.PIDs}}")
+    default = (
+        "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}"
+        "\t{{.BlockIO}}\t{{.PIDs}}"
+    )
     while True:
         rows = []
         for c in containers:
             if c.running:
                 rows.append(_stats_row(ctx, c, not args.no_trunc))
             else:
-                rows.append({"Container": c.short_id, "ID": c.short_id, "Name": c.name,
-                             "CPUPerc": "0.00%", "MemUsage": "0B / 0B", "MemPerc": "0.00%",
-                             "NetIO": "0B / 0B", "BlockIO": "0B / 0B", "PIDs": "0"})
+                rows.append(
+                    {
+                        "Container": c.short_id,
+                        "ID": c.short_id,
+                        "Name": c.name,
+                        "CPUPerc": "0.00%",
+                        "MemUsage": "0B / 0B",
+                        "MemPerc": "0.00%",
+                        "NetIO": "0B / 0B",
+                        "BlockIO": "0B / 0B",
+                        "PIDs": "0",
+                    }
+                )
         if not args.no_stream:
             sys.stdout.write("\033[2J\033[H")
         sys.stdout.write(format_output(rows, args.format, default, headers=STATS_HEADERS))

@@ -156,9 +156,7 @@ def _split_global(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def _usage() -> str:
     names = sorted({c.split()[0] for c in COMMAND_MODULES} | {"image", "container"})
-    return "Usage:  dockyard [OPTIONS] COMMAND\n\nCommands:\n" + "".join(
-        f"  {n}\n" for n in names
-    )
+    return "Usage:  dockyard [OPTIONS] COMMAND\n\nCommands:\n" + "".join(f"  {n}\n" for n in names)
 
 
 def resolve_command(words: list[str]) -> tuple[str, list[str]]:

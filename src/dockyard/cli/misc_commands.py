@@ -28,11 +28,17 @@ def execute(command: str, ctx: Context, args: argparse.Namespace) -> int:
     from dockyard.config import find_runtime
 
     runtime = find_runtime(ctx.runtime_name)
-    runtime_version = subprocess.run([runtime, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    runtime_version = subprocess.run(
+        [runtime, "--version"], capture_output=True, text=True
+    ).stdout.split("\n")[0]
     if command == "version":
         data = {
             "Client": {"Version": __version__, "Os": "linux", "Arch": platform.machine()},
-            "Server": {"Version": __version__, "Runtime": runtime, "RuntimeVersion": runtime_version},
+            "Server": {
+                "Version": __version__,
+                "Runtime": runtime,
+                "RuntimeVersion": runtime_version,
+            },
         }
         if args.format:
             from dockyard.cli.gotemplate import render

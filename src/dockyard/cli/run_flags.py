@@ -115,7 +115,9 @@ def _parse_env_file(path: str) -> list[str]:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except OSError as err:
-        raise InvalidArgument(f"open {path}: {err.strerror.lower() if err.strerror else err}") from None
+        raise InvalidArgument(
+            f"open {path}: {err.strerror.lower() if err.strerror else err}"
+        ) from None
     out = []
     for line in lines:
         line = line.strip()
@@ -148,9 +150,13 @@ def parse_restart(value: str) -> RestartPolicy:
         raise InvalidArgument(f"invalid restart policy: {value}")
     if count:
         if name != "on-failure":
-            raise InvalidArgument("invalid restart policy: maximum retry count can only be used with 'on-failure'")
+            raise InvalidArgument(
+                "invalid restart policy: maximum retry count can only be used with 'on-failure'"
+            )
         if not count.isdigit():
-            raise InvalidArgument("invalid restart policy format: maximum retry count must be an integer")
+            raise InvalidArgument(
+                "invalid restart policy format: maximum retry count must be an integer"
+            )
     return RestartPolicy(name or "no", int(count or 0))
 
 
@@ -164,12 +170,16 @@ def parse_ulimit(value: str) -> Ulimit:
         hard = int(hard_text) if hard_text else soft
     except ValueError:
         raise InvalidArgument(f"invalid ulimit argument: {value}") from None
-    known = ("core cpu data fsize locks memlock msgqueue nice nofile nproc rss rtprio rttime "
-             "sigpending stack as").split()
+    known = (
+        "core cpu data fsize locks memlock msgqueue nice nofile nproc rss rtprio rttime "
+        "sigpending stack as"
+    ).split()
     if name not in known:
         raise InvalidArgument(f"invalid ulimit type: {name}")
     if soft > hard:
-        raise InvalidArgument(f"ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}")
+        raise InvalidArgument(
+            f"ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}"
+        )
     return Ulimit(name, soft, hard)
 
 
@@ -212,11 +222,17 @@ def to_spec(args: argparse.Namespace) -> ContainerSpec:
         try:
             nano_cpus = int(float(args.cpus) * 1e9)
         except ValueError:
-            raise InvalidArgument(f'invalid argument "{args.cpus}" for "--cpus" flag: failed to parse {args.cpus} as a rational number') from None
+            raise InvalidArgument(
+                f'invalid argument "{args.cpus}" for "--cpus" flag: failed to parse {args.cpus} as a rational number'
+            ) from None
         if nano_cpus <= 0:
-            raise InvalidArgument(f'invalid argument "{args.cpus}" for "--cpus" flag: range of CPUs is from 0.01 to {os.cpu_count()}.00, as there are only {os.cpu_count()} CPUs available')
+            raise InvalidArgument(
+                f'invalid argument "{args.cpus}" for "--cpus" flag: range of CPUs is from 0.01 to {os.cpu_count()}.00, as there are only {os.cpu_count()} CPUs available'
+            )
         if nano_cpus > (os.cpu_count() or 1) * 1_000_000_000:
-            raise InvalidArgument(f"range of CPUs is from 0.01 to {os.cpu_count()}.00, as there are only {os.cpu_count()} CPUs available")
+            raise InvalidArgument(
+                f"range of CPUs is from 0.01 to {os.cpu_count()}.00, as there are only {os.cpu_count()} CPUs available"
+            )
     resources = Resources(
         memory=_size(args.memory),
         memory_swap=memory_swap,
@@ -248,8 +264,13 @@ def to_spec(args: argparse.Namespace) -> ContainerSpec:
         if args.health_cmd:
             raise InvalidArgument("--no-healthcheck conflicts with --health-* options")
         healthcheck = Healthcheck(test=["NONE"])
-    elif (args.health_cmd or args.health_interval or args.health_timeout or args.health_retries
-          or args.health_start_period):
+    elif (
+        args.health_cmd
+        or args.health_interval
+        or args.health_timeout
+        or args.health_retries
+        or args.health_start_period
+    ):
         if args.health_retries < 0:
             raise InvalidArgument("--health-retries cannot be negative")
         healthcheck = Healthcheck(
@@ -292,7 +313,9 @@ def to_spec(args: argparse.Namespace) -> ContainerSpec:
         healthcheck=healthcheck,
     )
     if spec.working_dir is not None and spec.working_dir and not spec.working_dir.startswith("/"):
-        raise InvalidArgument(f"the working directory '{spec.working_dir}' is invalid, it needs to be an absolute path")
+        raise InvalidArgument(
+            f"the working directory '{spec.working_dir}' is invalid, it needs to be an absolute path"
+        )
     apply_network_flags(spec, args)
     apply_storage_flags(spec, args)
     return spec

@@ -32,7 +32,9 @@ def merge_healthcheck(
     return merged or None
 
 
-def container_config(spec: ContainerSpec, image_config: dict[str, Any], hostname: str) -> dict[str, Any]:
+def container_config(
+    spec: ContainerSpec, image_config: dict[str, Any], hostname: str
+) -> dict[str, Any]:
     """Docker's container Config for ``inspect`` (and the source of the process)."""
     image = image_config.get("config") or {}
     entrypoint = image.get("Entrypoint")
@@ -72,7 +74,9 @@ def container_config(spec: ContainerSpec, image_config: dict[str, Any], hostname
         "Healthcheck": merge_healthcheck(image.get("Healthcheck"), spec.healthcheck),
         "Image": spec.image,
         "Volumes": volumes or None,
-        "WorkingDir": spec.working_dir if spec.working_dir is not None else image.get("WorkingDir", ""),
+        "WorkingDir": spec.working_dir
+        if spec.working_dir is not None
+        else image.get("WorkingDir", ""),
         "Entrypoint": entrypoint,
         "OnBuild": image.get("OnBuild"),
         "Labels": labels,

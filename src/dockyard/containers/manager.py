@@ -271,7 +271,9 @@ class ContainerManager:
             if container.state.status in LIVE_STATUSES:
                 return container
             if container.state.status == "removing":
-                raise Conflict(f"container {container.id} is marked for removal and cannot be started")
+                raise Conflict(
+                    f"container {container.id} is marked for removal and cannot be started"
+                )
             try:
                 self._start_locked(container, attach=attach)
             except BaseException as err:
@@ -373,7 +375,9 @@ class ContainerManager:
                 ref, mode = parse_volumes_from(value)
                 source = self.get(ref, refresh=False)
                 inherited.extend(self.volumes.volumes_from_mounts(source.id, source.spec, mode))
-            mounts = self.volumes.prepare_mounts(container.id, spec, image.config, merged, inherited)
+            mounts = self.volumes.prepare_mounts(
+                container.id, spec, image.config, merged, inherited
+            )
         setup = self.networks.prepare(container.id, container.name, spec, image.config)
         hostname = setup.hostname or container.config.get("Hostname") or container.id[:12]
         return [*setup.extra_mounts, *mounts], setup.netns_path, hostname
@@ -495,7 +499,9 @@ class ContainerManager:
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    def stop(self, container: Container, timeout: int | None = None, signal: str | None = None) -> None:
+    def stop(
+        self, container: Container, timeout: int | None = None, signal: str | None = None
+    ) -> None:
         """SIGTERM (or the stop signal), then SIGKILL after the timeout, as Docker."""
         with self.lock(container.id):
             container = self.refresh(container)
@@ -513,7 +519,9 @@ class ContainerManager:
                 self._cleanup_locked(container)
                 return
             if timeout is None:
-                timeout = container.spec.stop_timeout if container.spec.stop_timeout is not None else 10
+                timeout = (
+                    container.spec.stop_timeout if container.spec.stop_timeout is not None else 10
+                )
             stop_signal = signal or container.config.get("StopSignal") or "SIGTERM"
             if timeout != 0:
                 self._signal(container, stop_signal)
@@ -529,7 +537,9 @@ class ContainerManager:
 
         number = parse_signal(signal)
         if not container.running:
-            raise Conflict(f"cannot kill container: {container.id}: container {container.id} is not running")
+            raise Conflict(
+                f"cannot kill container: {container.id}: container {container.id} is not running"
+            )
         run_dir = self.paths.container_run_dir(container.id)
         if number in (9, 15) or signal.upper().removeprefix("SIG") in ("KILL", "TERM"):
             (run_dir / "stop-requested").touch()
@@ -583,7 +593,9 @@ class ContainerManager:
         rootfs.remove(self.paths, container.id)
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM containers WHERE id = ?", (container.id,))
-        if not self.db.query("SELECT 1 FROM tags WHERE image_id = ? LIMIT 1", (container.image_id,)):
+        if not self.db.query(
+            "SELECT 1 FROM tags WHERE image_id = ? LIMIT 1", (container.image_id,)
+        ):
             self.images.gc()  # an untagged image kept only for this container can go now
         try:
             os.unlink(self.paths.locks / container.id)
@@ -613,7 +625,9 @@ class ContainerManager:
             raise Conflict("Renaming a container with the same name as its current name")
         try:
             with self.db.transaction() as conn:
-                conn.execute("UPDATE containers SET name = ? WHERE id = ?", (new_name, container.id))
+                conn.execute(
+                    "UPDATE containers SET name = ? WHERE id = ?", (new_name, container.id)
+                )
         except sqlite3.IntegrityError:
             raise _name_conflict(new_name, self.db) from None
 

@@ -16,7 +16,12 @@ def command_line(container: Container) -> list[str]:
     """Entrypoint + Cmd as the container runs them."""
     config = container.config
     if container.spec.init:
-        return ["/sbin/docker-init", "--", *(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
+        return [
+            "/sbin/docker-init",
+            "--",
+            *(config.get("Entrypoint") or []),
+            *(config.get("Cmd") or []),
+        ]
     return [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
 
 
@@ -32,7 +37,10 @@ def _host_config(container: Container) -> dict[str, Any]:
         "ContainerIDFile": "",
         "LogConfig": {
             "Type": spec.log_config.type,
-            "Config": {"max-size": str(spec.log_config.max_size), "max-file": str(spec.log_config.max_file)},
+            "Config": {
+                "max-size": str(spec.log_config.max_size),
+                "max-file": str(spec.log_config.max_file),
+            },
         },
         "NetworkMode": spec.network_mode,
         "PortBindings": ports,
@@ -65,19 +73,39 @@ def _host_config(container: Container) -> dict[str, Any]:
         "PidsLimit": res.pids_limit or None,
         "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in spec.ulimits] or None,
         "Init": spec.init or None,
-        "MaskedPaths": None if spec.privileged else [
-            "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-            "/sys/firmware", "/sys/devices/virtual/powercap",
+        "MaskedPaths": None
+        if spec.privileged
+        else [
+            "/proc/asound",
+            "/proc/acpi",
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/latency_stats",
+            "/proc/timer_list",
+            "/proc/timer_stats",
+            "/proc/sched_debug",
+            "/proc/scsi",
+            "/sys/firmware",
+            "/sys/devices/virtual/powercap",
         ],
-        "ReadonlyPaths": None if spec.privileged else [
-            "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+        "ReadonlyPaths": None
+        if spec.privileged
+        else [
+            "/proc/bus",
+            "/proc/fs",
+            "/proc/irq",
+            "/proc/sys",
+            "/proc/sysrq-trigger",
         ],
     }
 
 
-def inspect(container: Container, paths: Paths, image_layers: list[str] | None = None,
-            extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def inspect(
+    container: Container,
+    paths: Paths,
+    image_layers: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Docker's ``docker container inspect`` object for one container."""
     state = container.state
     args = command_line(container)
@@ -96,7 +124,10 @@ def inspect(container: Container, paths: Paths, image_layers: list[str] | None =
         "StartedAt": state.started_at,
         "FinishedAt": state.finished_at,
     }
-    if container.config.get("Healthcheck") and (container.config["Healthcheck"].get("Test") or ["NONE"])[0] != "NONE":
+    if (
+        container.config.get("Healthcheck")
+        and (container.config["Healthcheck"].get("Test") or ["NONE"])[0] != "NONE"
+    ):
         state_json["Health"] = state.health or {"Status": "starting", "FailingStreak": 0, "Log": []}
     result: dict[str, Any] = {
         "Id": container.id,
@@ -163,20 +194,29 @@ def status_text(container: Container, now: float | None = None) -> str:
         if state.status == "paused":
             return text + " (Paused)"
         health = (state.health or {}).get("Status")
-        if container.config.get("Healthcheck") and (container.config["Healthcheck"].get("Test") or ["NONE"])[0] != "NONE":
+        if (
+            container.config.get("Healthcheck")
+            and (container.config["Healthcheck"].get("Test") or ["NONE"])[0] != "NONE"
+        ):
             health = health or "starting"
             text += " (health: starting)" if health == "starting" else f" ({health})"
         return text
     if state.status == "restarting":
-        return f"Restarting ({state.exit_code}) " + human_duration(
-            now - parse_time(state.finished_at)
-        ) + " ago"
+        return (
+            f"Restarting ({state.exit_code}) "
+            + human_duration(now - parse_time(state.finished_at))
+            + " ago"
+        )
     if state.status == "removing":
         return "Removal In Progress"
     if state.status == "dead":
         return "Dead"
     if state.status == "exited" and state.finished_at != ZERO_TIME:
-        return f"Exited ({state.exit_code}) " + human_duration(now - parse_time(state.finished_at)) + " ago"
+        return (
+            f"Exited ({state.exit_code}) "
+            + human_duration(now - parse_time(state.finished_at))
+            + " ago"
+        )
     if state.status == "exited":
         return f"Exited ({state.exit_code})"
     return "Created"
