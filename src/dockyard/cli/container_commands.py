@@ -85,12 +85,6 @@ def execute(command: str, ctx: Context, args: argparse.Namespace) -> int:
 # -- create / run / start ------------------------------------------------------
 
 
-def _make_spec(ctx: Context, args: argparse.Namespace) -> Any:
-    from dockyard.cli.run_flags import to_spec
-
-    return to_spec(args)
-
-
 def _image_for(ctx: Context, ref: str, pull: str, quiet: bool) -> Any:
     """The local image, pulled first when missing (or always, with --pull always)."""
     if pull != "always":
@@ -105,7 +99,9 @@ def _image_for(ctx: Context, ref: str, pull: str, quiet: bool) -> Any:
 
 
 def _create(ctx: Context, args: argparse.Namespace) -> int:
-    spec = _make_spec(ctx, args)
+    from dockyard.cli.run_flags import to_spec
+
+    spec = to_spec(args)
     image = _image_for(ctx, spec.image, args.pull, args.quiet)
     container = ctx.containers.create(spec, image)
     print(container.id)
@@ -113,9 +109,9 @@ def _create(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _run(ctx: Context, args: argparse.Namespace) -> int:
-    spec = _make_spec(ctx, args)
-    if args.detach and spec.auto_remove is False and False:
-        pass
+    from dockyard.cli.run_flags import to_spec
+
+    spec = to_spec(args)
     image = _image_for(ctx, spec.image, args.pull, args.quiet)
     manager = ctx.containers
     container = manager.create(spec, image)

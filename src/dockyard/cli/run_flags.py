@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
 
 from dockyard.containers.spec import (
     ContainerSpec,
@@ -337,7 +336,3 @@ def apply_storage_flags(spec: ContainerSpec, args: argparse.Namespace) -> None:
     for value in args.volumes_from:
         parse_volumes_from(value)
     spec.volumes_from = list(args.volumes_from)
-
-
-def flags_summary(args: argparse.Namespace) -> dict[str, Any]:
-    return vars(args)

@@ -385,9 +385,9 @@ class ContainerManager:
     def _undo_start(self, container: Container, err: BaseException) -> None:
         self._teardown(container)
         state = container.state
-        state.status = "created" if state.status == "created" else "exited"
+        # a container that never ran stays "created", as Docker leaves it
+        state.status = "created" if state.started_at.startswith("0001") else "exited"
         if isinstance(err, DockyardError):
-            state.status = "exited" if state.started_at != "0001-01-01T00:00:00Z" else "created"
             state.error = str(err)
             state.exit_code = err.exit_code
         try:
@@ -640,8 +640,6 @@ class ContainerManager:
         reclaimed = 0
         self.release_stale_networks()
         for container in self.list():
-            if container.running or container.state.status == "created" and False:
-                continue
             if container.running:
                 continue
             reclaimed += tree_size(self.paths.container_dir(container.id) / "upper")
