@@ -23,10 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dockyard import ids
 from dockyard.config import Paths, find_runtime
 from dockyard.containers import rootfs
-from dockyard.containers.config import container_config
 from dockyard.containers.spec import ContainerSpec
 from dockyard.containers.state import (
     LIVE_STATUSES,
@@ -211,6 +209,8 @@ class ContainerManager:
         """Record a new container with its own filesystem layer (not yet mounted)."""
         if spec.auto_remove and spec.restart_policy.name not in ("", "no"):
             raise InvalidArgument("Conflicting options: --restart and --rm")
+        from dockyard import ids
+        from dockyard.containers.config import container_config
         from dockyard.runtime.process import expand_host_env
         from dockyard.runtime.seccomp import normalize_security_opts
 
@@ -620,6 +620,8 @@ class ContainerManager:
         return extras
 
     def rename(self, container: Container, new_name: str) -> None:
+        from dockyard import ids
+
         new_name = ids.validate_container_name(new_name)
         if new_name == container.name:
             raise Conflict("Renaming a container with the same name as its current name")

@@ -15,7 +15,8 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -78,7 +79,9 @@ class _Reader:
         self.hash = hashlib.sha256() if hashing else None
         self.count = 0
         self._pending = b""
-        self.tail: bytearray | None = bytearray() if keep_tail else None
+        # the last chunks read (at least _TAIL bytes), kept by reference: no copying
+        self.tail: deque[bytes] | None = deque() if keep_tail else None
+        self._tail_size = 0
 
     def peek(self, n: int) -> bytes:
         while len(self._pending) < n:
@@ -102,9 +105,10 @@ class _Reader:
             if self.tee is not None:
                 self.tee(data)
             if self.tail is not None:
-                self.tail += data
-                if len(self.tail) > 2 * _TAIL:
-                    del self.tail[: len(self.tail) - _TAIL]
+                self.tail.append(data)
+                self._tail_size += len(data)
+                while self._tail_size - len(self.tail[0]) >= _TAIL:
+                    self._tail_size -= len(self.tail.popleft())
         return data
 
     def readable(self) -> bool:
@@ -117,8 +121,8 @@ class _Reader:
     def ends_properly(self, offset: int) -> bool:
         """True if a zero block sits at ``offset`` (call after draining)."""
         assert self.tail is not None
-        start = offset - (self.count - len(self.tail))
-        block = self.tail[start : start + _BLOCK] if start >= 0 else b""
+        start = offset - (self.count - self._tail_size)
+        block = b"".join(self.tail)[start : start + _BLOCK] if start >= 0 else b""
         return len(block) == _BLOCK and not any(block)
 
     @property
@@ -132,9 +136,7 @@ def decompress(stream: Any, compression: str) -> Readable:
     if compression == "none":
         return stream
     if compression == "gzip":
-        import gzip
-
-        return gzip.GzipFile(fileobj=stream, mode="rb")
+        return _GzipReader(stream)
     if compression == "zstd":
         try:
             import zstandard
@@ -152,6 +154,76 @@ def decompress(stream: Any, compression: str) -> Readable:
 
         return lzma.LZMAFile(stream)
     raise InvalidArgument(f"unsupported compression {compression}")
+
+
+class _GzipReader:
+    """The members of a gzip stream in turn, through zlib directly.
+
+    Cheaper than ``gzip.GzipFile`` (no extra buffering layers; zlib checks each
+    member's CRC and length itself). Zero padding between or after members is
+    skipped, as GzipFile and Go's reader do.
+    """
+
+    _SLICE = 256 * 1024  # input fed to zlib at once: bounds the unconsumed-tail copies
+
+    def __init__(self, stream: Readable) -> None:
+        import zlib
+
+        self._zlib = zlib
+        self._stream = stream
+        self._z = zlib.decompressobj(31)
+        self._input: bytes = b""
+        self._in_pos = 0
+        self._out: bytes = b""
+        self._out_pos = 0
+        self._done = False
+
+    def _more_input(self) -> bool:
+        data = self._stream.read(CHUNK)
+        self._input, self._in_pos = data, 0
+        return bool(data)
+
+    def _inflate(self) -> bytes:
+        """Some output, or b"" at the end of the last member."""
+        while not self._done:
+            z = self._z
+            if z.eof:
+                rest = z.unused_data + self._input[self._in_pos :]
+                rest = rest.lstrip(b"\0")
+                while not rest:
+                    if not self._more_input():
+                        self._done = True
+                        return b""
+                    rest = self._input.lstrip(b"\0")
+                self._z = self._zlib.decompressobj(31)
+                self._input, self._in_pos = rest, 0
+                continue
+            piece: bytes | memoryview
+            if z.unconsumed_tail:
+                piece = z.unconsumed_tail
+            else:
+                if self._in_pos >= len(self._input) and not self._more_input():
+                    raise EOFError(
+                        "Compressed file ended before the end-of-stream marker was reached"
+                    )
+                piece = memoryview(self._input)[self._in_pos : self._in_pos + self._SLICE]
+                self._in_pos += len(piece)
+            out = z.decompress(piece, CHUNK)
+            if out:
+                return out
+        return b""
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self._out_pos >= len(self._out):
+            self._out, self._out_pos = self._inflate(), 0
+            if not self._out:
+                return b""
+        start = self._out_pos
+        if n is None or n < 0 or start + n >= len(self._out):
+            self._out_pos = len(self._out)
+            return self._out if start == 0 else self._out[start:]
+        self._out_pos = start + n
+        return self._out[start : self._out_pos]
 
 
 @dataclass
@@ -179,6 +251,32 @@ def unpack(
     forces every entry's (uid, gid); ``no_replace_dir`` refuses to replace a
     directory by a non-directory or the reverse (``docker cp``).
     """
+    background = _TeeThread(tee) if tee is not None else None
+    try:
+        return _unpack(
+            stream,
+            target,
+            background,
+            whiteouts=whiteouts,
+            same_owner=same_owner,
+            owner=owner,
+            no_replace_dir=no_replace_dir,
+        )
+    finally:
+        if background is not None:
+            background.stop()
+
+
+def _unpack(
+    stream: Readable,
+    target: Path,
+    tee: _TeeThread | None,
+    *,
+    whiteouts: bool,
+    same_owner: bool | None,
+    owner: tuple[int, int] | None,
+    no_replace_dir: bool,
+) -> UnpackResult:
     import tarfile
 
     raw = _Reader(stream, hashing=False)
@@ -198,7 +296,8 @@ def unpack(
     )
     try:
         try:
-            with tarfile.open(fileobj=plain, mode="r|") as tar:  # type: ignore[call-overload]
+            source = _TarSource(plain)
+            with tarfile.open(fileobj=source, mode="r:") as tar:  # type: ignore[call-overload]
                 for member in tar:
                     unpacker.add(tar, member)
                 end = tar.offset
@@ -217,9 +316,110 @@ def unpack(
                 "invalid tar archive: truncated or corrupt (no end-of-archive marker)"
             )
         unpacker.finish()
+        if tee is not None:
+            tee.finish()  # everything stored (or its error raised) before we report success
     finally:
         unpacker.close()
     return UnpackResult(plain.digest, unpacker.size, stored)
+
+
+class _TarSource:
+    """A forward-only file for tarfile's seeking reader (``r:``), over a stream.
+
+    tarfile's stream mode (``r|``) copies data through a 10 KiB buffer several
+    times; here headers are read as tarfile asks and file contents are handed
+    out as views of the decompressed chunks (``pieces``). Seeking backwards is
+    refused, so tarfile can never re-read what it has already seen.
+    """
+
+    def __init__(self, reader: Readable) -> None:
+        self._reader = reader
+        self._buf: bytes = b""
+        self._pos = 0
+        self._offset = 0  # stream offset of _buf[0]
+
+    def tell(self) -> int:
+        return self._offset + self._pos
+
+    def _fill(self) -> bool:
+        data = self._reader.read(CHUNK)
+        self._offset += len(self._buf)
+        self._buf, self._pos = data, 0
+        return bool(data)
+
+    def pieces(self, n: int) -> Iterator[memoryview]:
+        """The next ``n`` bytes (fewer at the end of the stream), as views."""
+        while n > 0:
+            if self._pos >= len(self._buf) and not self._fill():
+                return
+            take = min(n, len(self._buf) - self._pos)
+            yield memoryview(self._buf)[self._pos : self._pos + take]
+            self._pos += take
+            n -= take
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            n = 1 << 62
+        if self._pos + n <= len(self._buf):
+            self._pos += n
+            return self._buf[self._pos - n : self._pos]
+        return b"".join(self.pieces(n))
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence != 0 or pos < self.tell():
+            raise InvalidArgument("invalid tar archive: it refers back to data already read")
+        for _ in self.pieces(pos - self.tell()):
+            pass
+        return self.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+
+class _TeeThread:
+    """Runs ``tee`` (typically storing the blob: a write and a sha256) in its own thread.
+
+    Storing the archive then overlaps with decompressing and unpacking it (file
+    writes, zlib and hashlib all release the GIL). Its first error is raised in
+    the unpacking thread; nothing is left running once ``unpack`` returns.
+    """
+
+    def __init__(self, tee: Callable[[bytes], None]) -> None:
+        import queue
+        import threading
+
+        self._tee = tee
+        self._queue: queue.Queue[bytes | None] = queue.Queue(8)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="unpack-tee", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._tee(data)
+                except BaseException as err:  # noqa: BLE001 - raised in the unpacking thread
+                    self._error = err
+
+    def __call__(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data if isinstance(data, bytes) else bytes(data))
+
+    def stop(self) -> None:
+        """Wait for the thread to hand everything queued to ``tee`` and end."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def finish(self) -> None:
+        self.stop()
+        if self._error is not None:
+            raise self._error
 
 
 def _clean(name: str) -> list[str]:
@@ -375,11 +575,22 @@ class _Unpacker:
             self._remove(parent, name)
             fd = os.open(name, flags, 0o600, dir_fd=parent)
         try:
-            source = tar.extractfile(member)
-            if source is not None:
-                with source:
-                    while chunk := source.read(CHUNK):
-                        _write_all(fd, chunk)
+            fileobj = tar.fileobj
+            if not member.issparse() and isinstance(fileobj, _TarSource):
+                # straight from the decompressed chunks into the file
+                fileobj.seek(member.offset_data)
+                left = member.size
+                for piece in fileobj.pieces(left):
+                    _write_all(fd, piece)
+                    left -= len(piece)
+                if left:
+                    raise InvalidArgument("invalid tar archive: unexpected end of data")
+            else:
+                source = tar.extractfile(member)
+                if source is not None:
+                    with source:
+                        while chunk := source.read(CHUNK):
+                            _write_all(fd, chunk)
             self._set_attrs_fd(fd, member)
             atime, mtime = _times(member)
             os.utime(fd, ns=(atime, mtime))
@@ -491,7 +702,7 @@ class _Unpacker:
         os.close(self.root_fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]

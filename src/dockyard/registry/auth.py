@@ -8,11 +8,9 @@ Docker's JSON protocol. So a ``docker login`` works here and the other way round
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
-import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -52,6 +50,8 @@ class Credentials:
     @property
     def basic(self) -> str:
         raw = f"{self.username}:{self.password}".encode()
+        import base64
+
         return "Basic " + base64.b64encode(raw).decode()
 
 
@@ -120,6 +120,8 @@ def _helper_for(config: dict[str, Any], key: str) -> str:
 def _run_helper(helper: str, action: str, payload: str) -> str:
     program = f"docker-credential-{helper}"
     try:
+        import subprocess
+
         proc = subprocess.run(
             [program, action], input=payload, capture_output=True, text=True, timeout=60
         )
@@ -155,6 +157,8 @@ def _from_file(config: dict[str, Any], key: str) -> Credentials | None:
     )
     if entry.get("auth"):
         try:
+            import base64
+
             user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
         except (ValueError, UnicodeDecodeError) as err:
             raise DockyardError(f"invalid auth configuration for {key}: {err}") from err
@@ -205,6 +209,8 @@ def store_credentials(key: str, creds: Credentials) -> bool:
     if creds.identity_token:
         entry["identitytoken"] = creds.identity_token
     else:
+        import base64
+
         entry["auth"] = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
     config.setdefault("auths", {})[key] = entry
     save_config(config)

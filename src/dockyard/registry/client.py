@@ -1,22 +1,23 @@
 """A small HTTP client for the registry API (distribution spec v2).
 
-Why not urllib: we need kept-alive connections shared by download threads,
-streamed bodies in both directions, the HTTPS-then-HTTP fallback Docker does
-for insecure registries, and the bearer-token dance on 401. http.client gives
-all that in little code. One ``RegistryClient`` talks to one registry.
+Why not urllib or http.client: we need kept-alive connections shared by
+download threads, streamed bodies in both directions, the HTTPS-then-HTTP
+fallback Docker does for insecure registries, and the bearer-token dance on
+401 -- and ``http.client`` drags in the ``email`` package, a cost every
+``push``/``pull`` start-up would pay. The HTTP/1.1 needed here (Content-Length
+and chunked bodies, keep-alive, HEAD) is small. One ``RegistryClient`` talks
+to one registry.
 """
 
 from __future__ import annotations
 
 import errno
-import http.client
 import json
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from dockyard.registry import tls
@@ -32,30 +33,191 @@ from dockyard.registry.auth import (
     parse_challenges,
 )
 
+if TYPE_CHECKING:
+    import ssl
+
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 120.0
 CHUNK = 1 << 20
 ATTEMPTS = 3
 USER_AGENT = "dockyard/0.1 (docker-compatible)"
+MAX_HEADER_LINE = 65536
+MAX_HEADERS = 200
 
 Body = bytes | IO[bytes] | Iterable[bytes] | None
 
 
-class _Connection(http.client.HTTPConnection):
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self.host, self.port), CONNECT_TIMEOUT)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.settimeout(READ_TIMEOUT)
+class ProtocolError(OSError):
+    """The server did not speak HTTP/1.1 as it should (bad status line, bad chunk)."""
 
 
-class _TLSConnection(http.client.HTTPSConnection):
+class RemoteDisconnected(ConnectionResetError):
+    """The server closed the connection without answering (e.g. a stale kept-alive one)."""
+
+
+class IncompleteRead(ConnectionError):
+    """The connection ended before the whole body arrived."""
+
+
+class Headers:
+    """Response headers: case-insensitive, repeated names kept."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._pairs = pairs
+        self._map: dict[str, str] = {}
+        for name, value in pairs:
+            self._map.setdefault(name.lower(), value)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._map.get(name.lower(), default)
+
+    def get_all(self, name: str) -> list[str]:
+        key = name.lower()
+        return [v for n, v in self._pairs if n.lower() == key]
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._pairs)
+
+    def __getitem__(self, name: str) -> str | None:
+        return self._map.get(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._map
+
+
+class _Connection:
+    """One kept-alive HTTP/1.1 connection (TLS when a context is given)."""
+
+    def __init__(self, host: str, port: int, context: ssl.SSLContext | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.context = context
+        self.sock: Any = None
+        self.file: Any = None
+
     def connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), CONNECT_TIMEOUT)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(CONNECT_TIMEOUT)
-        context: ssl.SSLContext = self._context  # type: ignore[attr-defined]
-        self.sock = context.wrap_socket(sock, server_hostname=self.host)
-        self.sock.settimeout(READ_TIMEOUT)
+        # an ASCII host skips the idna codec (and its import) in getaddrinfo
+        host: str | bytes = self.host
+        if isinstance(host, str) and host.isascii():
+            host = host.encode()
+        sock = socket.create_connection((host, self.port), CONNECT_TIMEOUT)  # type: ignore[arg-type]
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.context is not None:
+                sock.settimeout(CONNECT_TIMEOUT)
+                sock = self.context.wrap_socket(sock, server_hostname=self.host)
+            sock.settimeout(READ_TIMEOUT)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self.file = sock.makefile("rb", buffering=65536)
+
+    def close(self) -> None:
+        file, sock, self.file, self.sock = self.file, self.sock, None, None
+        if file is not None:
+            file.close()
+        if sock is not None:
+            sock.close()
+
+    def request(self, method: str, target: str, body: Body, headers: dict[str, str]) -> None:
+        if self.sock is None:
+            self.connect()
+        names = {k.lower() for k in headers}
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self._host_header()}"]
+        if "accept-encoding" not in names:
+            lines.append("Accept-Encoding: identity")
+        chunked = False
+        if "content-length" not in names and "transfer-encoding" not in names:
+            if isinstance(body, bytes | bytearray):
+                lines.append(f"Content-Length: {len(body)}")
+            elif body is None:
+                if method in ("POST", "PUT", "PATCH"):
+                    lines.append("Content-Length: 0")
+            else:
+                chunked = True
+                lines.append("Transfer-Encoding: chunked")
+        lines.extend(f"{k}: {v}" for k, v in headers.items())
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        send = self.sock.sendall
+        if body is None:
+            send(head)
+        elif isinstance(body, bytes | bytearray):
+            if len(body) <= 65536:
+                send(head + body)
+            else:
+                send(head)
+                send(body)
+        else:
+            send(head)
+            read = getattr(body, "read", None)
+            pieces: Iterable[bytes] = iter(lambda: read(CHUNK), b"") if read else body
+            for piece in pieces:
+                if not piece:
+                    continue
+                if chunked:
+                    size = f"{len(piece):x}\r\n".encode()
+                    if len(piece) <= 65536:
+                        send(size + piece + b"\r\n")
+                    else:
+                        send(size)
+                        send(piece)
+                        send(b"\r\n")
+                else:
+                    send(piece)
+            if chunked:
+                send(b"0\r\n\r\n")
+
+    def _host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.context is not None else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+    def _line(self) -> bytes:
+        line = self.file.readline(MAX_HEADER_LINE + 1)
+        if len(line) > MAX_HEADER_LINE:
+            raise ProtocolError("HTTP header line too long")
+        return bytes(line)
+
+    def response(self, method: str) -> tuple[int, Headers, int | None, bool, bool]:
+        """(status, headers, body length or None, chunked, will_close)."""
+        while True:
+            line = self._line()
+            if not line:
+                raise RemoteDisconnected("Remote end closed connection without response")
+            parts = line.decode("latin-1").rstrip("\r\n").split(" ", 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+                raise ProtocolError(f"bad HTTP status line: {line[:100]!r}")
+            version, status = parts[0], int(parts[1])
+            pairs: list[tuple[str, str]] = []
+            while True:
+                raw = self._line()
+                if raw in (b"\r\n", b"\n", b""):
+                    break
+                if len(pairs) >= MAX_HEADERS:
+                    raise ProtocolError("too many HTTP headers")
+                name, sep, value = raw.decode("latin-1").partition(":")
+                if not sep:
+                    continue
+                pairs.append((name.strip(), value.strip()))
+            if 100 <= status < 200 and status != 101:
+                continue  # 100 Continue and friends: the real answer follows
+            break
+        headers = Headers(pairs)
+        connection = (headers.get("Connection") or "").lower()
+        will_close = connection == "close" or (version == "HTTP/1.0" and connection != "keep-alive")
+        if method == "HEAD" or status in (204, 304):
+            return status, headers, 0, False, will_close
+        if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
+            return status, headers, None, True, will_close
+        length = headers.get("Content-Length")
+        if length is not None:
+            try:
+                size = int(length.split(",")[0])
+            except ValueError:
+                raise ProtocolError(f"bad Content-Length {length!r}") from None
+            return status, headers, max(size, 0), False, will_close
+        return status, headers, None, False, True  # the body ends when the connection does
 
 
 def _dial_error(url: str, host: str, err: BaseException) -> str:
@@ -67,11 +229,19 @@ def _dial_error(url: str, host: str, err: BaseException) -> str:
         return f"{prefix}dial tcp {host}: connect: connection refused"
     if isinstance(err, TimeoutError | socket.timeout):
         return f"{prefix}dial tcp {host}: i/o timeout"
-    if isinstance(err, ssl.SSLCertVerificationError):
+    ssl = _ssl_module()
+    if ssl is not None and isinstance(err, ssl.SSLCertVerificationError):
         return f"{prefix}tls: failed to verify certificate: {err.verify_message}"
-    if isinstance(err, ssl.SSLError):
+    if ssl is not None and isinstance(err, ssl.SSLError):
         return f"{prefix}tls: {err.reason or err}"
     return f"{prefix}{err.__class__.__name__}: {err}"
+
+
+def _ssl_module() -> Any:
+    """``ssl`` if something loaded it (an SSL error can only come from it)."""
+    import sys
+
+    return sys.modules.get("ssl")
 
 
 def _position(body: Body) -> int | None:
@@ -84,8 +254,8 @@ _TRANSIENT = (
     ConnectionResetError,
     ConnectionAbortedError,
     BrokenPipeError,
-    http.client.RemoteDisconnected,
-    http.client.IncompleteRead,
+    RemoteDisconnected,
+    IncompleteRead,
     TimeoutError,
     socket.timeout,
 )
@@ -94,14 +264,21 @@ _TRANSIENT = (
 class Response:
     """A response whose body is read on demand; the connection goes back to the pool after."""
 
-    def __init__(self, client: RegistryClient, key: tuple[str, str], conn: Any, raw: Any) -> None:
+    def __init__(self, client: RegistryClient, key: tuple[str, str], conn: Any, method: str):
         self._client = client
         self._key = key
         self._conn = conn
-        self._raw: http.client.HTTPResponse = raw
-        self.status: int = raw.status
-        self.headers = raw.headers
+        status, headers, length, chunked, will_close = conn.response(method)
+        self.status: int = status
+        self.headers = headers
+        self.length = length  # bytes of body left, None when chunked or until close
+        self._chunked = chunked
+        self._chunk_left = 0
+        self._done = length == 0
+        self.will_close = will_close
         self.url = ""
+        if self._done:
+            self._release(True)
 
     def header(self, name: str, default: str = "") -> str:
         return str(self.headers.get(name, default))
@@ -110,31 +287,70 @@ class Response:
         if self._conn is None:
             return
         conn, self._conn = self._conn, None
-        if reuse and not self._raw.will_close:
+        if reuse and self._done and not self.will_close:
             self._client._put_conn(self._key, conn)
         else:
             conn.close()
 
+    def _read_some(self, size: int) -> bytes:
+        """Up to ``size`` bytes of body; b"" at its end (or when the server quit early)."""
+        if self._done or self._conn is None:
+            return b""
+        file = self._conn.file
+        if self._chunked:
+            if self._chunk_left == 0:
+                line = self._conn._line()
+                try:
+                    self._chunk_left = int(line.split(b";")[0].strip(), 16)
+                except ValueError:
+                    raise ProtocolError(f"bad chunk size line {line[:40]!r}") from None
+                if self._chunk_left == 0:
+                    while self._conn._line() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    self._done = True
+                    self._release(True)
+                    return b""
+            data = file.read(min(size, self._chunk_left))
+            if not data:
+                raise IncompleteRead("connection closed inside a chunk")
+            self._chunk_left -= len(data)
+            if self._chunk_left == 0:
+                file.readline(8)  # the chunk's CRLF
+            return bytes(data)
+        if self.length is None:
+            data = file.read1(size) if size > 0 else b""
+            if not data:
+                self._done = True
+                self._release(False)
+            return bytes(data)
+        data = file.read(min(size, self.length))
+        if not data:  # short body: the caller sees the end, as with http.client
+            self._release(False)
+            return b""
+        self.length -= len(data)
+        if self.length == 0:
+            self._done = True
+            self._release(True)
+        return bytes(data)
+
     def read(self) -> bytes:
+        parts = []
         try:
-            data = self._raw.read()
+            while data := self._read_some(CHUNK):
+                parts.append(data)
+            if self.length:
+                raise IncompleteRead(f"{self.length} more bytes expected")
         except BaseException:
             self._release(False)
             raise
-        self._release(True)
-        return data
+        return b"".join(parts)
 
     def iter_chunks(self, size: int = CHUNK) -> Iterator[bytes]:
-        ok = False
         try:
-            while True:
-                chunk = self._raw.read(size)
-                if not chunk:
-                    break
-                yield chunk
-            ok = True
+            while data := self._read_some(size):
+                yield data
         finally:
-            self._release(ok)
+            self._release(False)  # a no-op once the body was read to its end
 
     def json(self) -> Any:
         try:
@@ -142,17 +358,25 @@ class Response:
         except ValueError as err:
             raise RegistryError(f"invalid JSON from registry: {err}") from err
 
+    def abort(self) -> None:
+        """Break the connection, waking a thread blocked reading the body (thread-safe)."""
+        conn = self._conn
+        sock = conn.sock if conn is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def close(self) -> None:
         """Drop the body: drain a small one so the connection can be reused."""
         if self._conn is None:
             return
-        length = self._raw.length
-        if length is not None and length <= 65536:
+        if self.length is not None and self.length <= 65536:
             try:
-                self._raw.read()
-                self._release(True)
+                self.read()
                 return
-            except (OSError, http.client.HTTPException):
+            except OSError:
                 pass
         self._release(False)
 
@@ -185,7 +409,7 @@ class RegistryClient:
             self._creds = get_credentials(self.domain)
         return self._creds
 
-    def _new_conn(self, scheme: str, netloc: str) -> Any:
+    def _new_conn(self, scheme: str, netloc: str) -> _Connection:
         name, port = tls.split_host(netloc)
         if scheme == "https":
             endpoint = self._endpoint or self._trying
@@ -193,8 +417,8 @@ class RegistryClient:
                 context = endpoint.context
             else:
                 context = tls.tls_context(netloc, tls.has_ca(netloc) or not tls.is_insecure(netloc))
-            return _TLSConnection(name, port or 443, context=context, blocksize=CHUNK)
-        return _Connection(name, port or 80, blocksize=CHUNK)
+            return _Connection(name, port or 443, context)
+        return _Connection(name, port or 80)
 
     def _get_conn(self, key: tuple[str, str]) -> tuple[Any, bool]:
         with self._lock:
@@ -223,9 +447,9 @@ class RegistryClient:
         for fresh_try in range(2):
             conn, reused = self._get_conn(key) if fresh_try == 0 else (self._new_conn(*key), False)
             try:
-                conn.request(method, target, body=body, headers=headers)
-                raw = conn.getresponse()
-            except (*_TRANSIENT, ssl.SSLError, OSError) as err:
+                conn.request(method, target, body, headers)
+                response = Response(self, key, conn, method)
+            except OSError as err:
                 conn.close()
                 replayable = body is None or isinstance(body, bytes) or start is not None
                 if reused and replayable and isinstance(err, _TRANSIENT):
@@ -233,7 +457,6 @@ class RegistryClient:
                         body.seek(start)  # type: ignore[union-attr]
                     continue
                 raise
-            response = Response(self, key, conn, raw)
             response.url = url
             return response
         raise AssertionError("unreachable")
@@ -255,7 +478,7 @@ class RegistryClient:
             self._trying = endpoint
             try:
                 response = self._send("GET", url, {"User-Agent": USER_AGENT}, None)
-            except (OSError, http.client.HTTPException) as err:
+            except OSError as err:
                 failures.append((err, _dial_error(url, self.host, err)))
                 continue
             finally:
@@ -273,7 +496,12 @@ class RegistryClient:
                 self._endpoint = endpoint
                 return
             failures.append((None, f'Get "{url}": unexpected status {response.status}'))
-        verify = [m for e, m in failures if isinstance(e, ssl.SSLCertVerificationError)]
+        ssl = _ssl_module()
+        verify = [
+            m
+            for e, m in failures
+            if ssl is not None and isinstance(e, ssl.SSLCertVerificationError)
+        ]
         refused = all(isinstance(e, ConnectionRefusedError) for e, _ in failures)
         message = verify[0] if verify and not refused else failures[-1][1]
         raise RegistryError(message, "UNREACHABLE")
@@ -281,7 +509,7 @@ class RegistryClient:
     def _http_get(self, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
         try:
             response = self._send("GET", url, {"User-Agent": USER_AGENT, **headers}, None)
-        except (OSError, http.client.HTTPException) as err:
+        except OSError as err:
             raise RegistryError(_dial_error(url, urlsplit(url).netloc, err)) from err
         return response.status, response.read()
 
@@ -360,7 +588,7 @@ class RegistryClient:
                 body.seek(start)  # type: ignore[union-attr]
             try:
                 response = self._send(method, url, send_headers, body)
-            except (OSError, http.client.HTTPException) as err:
+            except OSError as err:
                 retry = (
                     isinstance(err, _TRANSIENT)
                     and replayable
@@ -416,7 +644,13 @@ class RegistryClient:
             code = str(errors[0].get("code", "")) if errors else ""
         except (ValueError, AttributeError, IndexError, TypeError):
             pass
-        text = error_text(body, http.client.responses.get(response.status, "error"))
+        from http import HTTPStatus
+
+        try:
+            reason = HTTPStatus(response.status).phrase
+        except ValueError:
+            reason = "error"
+        text = error_text(body, reason)
         if response.status == 401:
             if not text.startswith("unauthorized"):
                 text = f"unauthorized: {text}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import platform as _platform
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,7 +166,8 @@ class Platform:
 
 
 def host_platform() -> Platform:
-    arch, variant = _ARCH.get(_platform.machine(), (_platform.machine(), ""))
+    machine = os.uname().machine
+    arch, variant = _ARCH.get(machine, (machine, ""))
     return Platform("linux", arch, variant)
 
 

@@ -10,8 +10,10 @@ Docker's v2 metadata service.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from dockyard.db import Database
+if TYPE_CHECKING:
+    from dockyard.db import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS registry_blobs (
@@ -25,7 +27,7 @@ CREATE TABLE IF NOT EXISTS registry_blobs (
 )
 """
 
-_ready: set[int] = set()
+_READY = "_registry_blobs_ready"  # set on a Database once its table is known to exist
 
 
 @dataclass(frozen=True)
@@ -39,13 +41,14 @@ class BlobInfo:
 
 
 def _ensure(db: Database) -> None:
-    if id(db) in _ready:
+    # a flag on the object, not a set of id()s: a new Database may reuse a closed one's id
+    if getattr(db, _READY, False):
         return
     exists = db.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name='registry_blobs'")
     if not exists:
         with db.transaction() as conn:
             conn.execute(_SCHEMA)
-    _ready.add(id(db))
+    setattr(db, _READY, True)
 
 
 def remember(db: Database, info: BlobInfo) -> None:

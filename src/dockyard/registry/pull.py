@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import sys
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dockyard.errors import DockyardError, NotFound
 from dockyard.images.reference import Reference, parse
@@ -100,16 +100,23 @@ def fetch_manifest_for(ref: Reference) -> tuple[Manifest, str]:
 
 
 class _BlobReader:
-    """Reads a blob response, hashing and counting; mismatches surface at end of stream."""
+    """Reads a blob response, hashing and counting; mismatches surface at end of stream.
+
+    The network reads and the sha256 run in a thread of their own, a few MiB ahead
+    of the reader (which decompresses, unpacks and stores): hashlib and the socket
+    release the GIL, so the two halves of a download overlap on two cores.
+    """
+
+    AHEAD = 8  # chunks buffered between the download thread and the reader
 
     def __init__(
         self,
-        chunks: Any,
+        response: Any,
         desc: Descriptor,
         progress: Progress,
         cancel: threading.Event,
     ) -> None:
-        self._chunks = chunks
+        self._response = response
         self._buffer = b""
         self._pos = 0
         self.desc = desc
@@ -118,10 +125,43 @@ class _BlobReader:
         self.eof = False
         self._progress = progress
         self._cancel = cancel
+        self._stop = threading.Event()
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(self.AHEAD)
         self._id = short(desc.digest)
+        self._thread = threading.Thread(target=self._download, name="pull-net", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: bytes | BaseException | None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _download(self) -> None:
+        """The download thread: read, count, hash, hand over."""
+        try:
+            for chunk in self._response.iter_chunks():
+                if self._stop.is_set() or self._cancel.is_set():
+                    return
+                self.count += len(chunk)
+                if self.count > self.desc.size:
+                    raise RegistryError(
+                        f"layer {self.desc.digest} is larger than its manifest says"
+                    )
+                self.hash.update(chunk)
+                self._progress.bar(self._id, "Downloading", self.count, self.desc.size)
+                if not self._put(chunk):
+                    return
+            self._put(None)
+        except BaseException as err:  # noqa: BLE001 - handed to the reader
+            self._put(err)
 
     def _finish(self) -> None:
         self.eof = True
+        self._thread.join()
         self._progress.bar(self._id, "Downloading", self.count, self.desc.size, final=True)
         if self.count != self.desc.size:
             raise RegistryError(
@@ -135,21 +175,29 @@ class _BlobReader:
             )
         self._progress.status(self._id, "Download complete")
 
+    def _next(self) -> bytes:
+        while True:
+            if self._cancel.is_set():
+                raise Cancelled()
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if isinstance(item, BaseException):
+                self.eof = True
+                raise item
+            return item or b""
+
     def read(self, n: int = -1, /) -> bytes:
         if self._cancel.is_set():
             raise Cancelled()
         if self._pos >= len(self._buffer):
             if self.eof:
                 return b""
-            chunk = next(self._chunks, b"")
+            chunk = self._next()
             if not chunk:
                 self._finish()
                 return b""
-            self.hash.update(chunk)
-            self.count += len(chunk)
-            if self.count > self.desc.size:
-                raise RegistryError(f"layer {self.desc.digest} is larger than its manifest says")
-            self._progress.bar(self._id, "Downloading", self.count, self.desc.size)
             self._buffer, self._pos = chunk, 0
         start = self._pos
         if n is None or n < 0 or start + n >= len(self._buffer):
@@ -163,6 +211,29 @@ class _BlobReader:
         while not self.eof and not self._cancel.is_set():
             self._pos = len(self._buffer)
             self.read(CHUNK)
+
+    def close(self) -> None:
+        """Stop the download thread (unblocking it if it waits on the network)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._response.abort()
+        self._thread.join()
+        self._response.close()
+
+
+class _Result(Protocol):
+    def result(self) -> LayerRecord: ...
+
+
+class _Inline:
+    """A lone layer is downloaded in the calling thread: no pool to start (or import)."""
+
+    def __init__(self, puller: Puller, job: _Job) -> None:
+        self._puller = puller
+        self._job = job
+
+    def result(self) -> LayerRecord:
+        return self._puller._download_layer(self._job)
 
 
 @dataclass
@@ -207,7 +278,7 @@ class Puller:
         response = self.client.request(
             "GET", f"/v2/{self.ref.path}/blobs/{desc.digest}", what="fetching layer"
         )
-        reader = _BlobReader(response.iter_chunks(), desc, self.progress, self.cancel)
+        reader = _BlobReader(response, desc, self.progress, self.cancel)
         try:
             return self.store.ingest_layer(reader, desc.media_type, expected_digest=desc.digest)
         except Cancelled:
@@ -222,7 +293,7 @@ class Puller:
                 raise RegistryError(f"failed to register layer {desc.digest}: {err}") from err
             raise
         finally:
-            response.close()
+            reader.close()
 
     def _fetch_config(self, desc: Descriptor) -> bytes:
         content = self.store.content
@@ -310,9 +381,15 @@ class Puller:
             return [r for r in records if r is not None]
         new: list[LayerRecord] = []
         error: BaseException | None = None
-        with ThreadPoolExecutor(MAX_DOWNLOADS, thread_name_prefix="pull") as pool:
-            futures: list[tuple[_Job, Future[LayerRecord]]] = [
-                (job, pool.submit(self._download_layer, job)) for job in jobs
+        pool = None
+        if len(jobs) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(MAX_DOWNLOADS, thread_name_prefix="pull")
+        try:
+            futures: list[tuple[_Job, _Result]] = [
+                (job, pool.submit(self._download_layer, job) if pool else _Inline(self, job))
+                for job in jobs
             ]
             for job, _future in futures[MAX_DOWNLOADS:]:
                 if not job.started.is_set():
@@ -335,6 +412,9 @@ class Puller:
                 records[job.index] = record
                 if error is None:
                     self.progress.status(short(job.desc.digest), "Pull complete")
+        finally:
+            if pool is not None:
+                pool.shutdown()
         if error is not None:
             self.store.discard_layers(new)
             raise error

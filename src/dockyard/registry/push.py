@@ -10,11 +10,9 @@ pushed again with HEAD requests only, or with a single manifest HEAD.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -23,7 +21,6 @@ from dockyard.images.reference import Reference
 from dockyard.registry import metadata
 from dockyard.registry.auth import RegistryError, Unauthorized
 from dockyard.registry.client import RegistryClient
-from dockyard.registry.compress import gzip_stream
 from dockyard.registry.manifest import (
     DOCKER_LAYER,
     OCI_LAYER_ZSTD,
@@ -34,6 +31,8 @@ from dockyard.registry.manifest import (
 from dockyard.registry.progress import Progress
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from dockyard.db import Database
     from dockyard.images.store import Image, ImageStore, LayerRecord
 
@@ -73,6 +72,31 @@ class _Layer:
     compression: str  # of the stored blob: "", "gzip" or "zstd"
     desc: Descriptor | None  # the blob to push, when known without compressing
     sources: list[str]  # other repositories of this registry known to have desc
+
+
+def _new_sha256(data: bytes) -> Any:
+    """A sha256 of small data: the builtin one unless OpenSSL's is loaded already.
+
+    Importing ``hashlib`` loads OpenSSL's bindings, a start-up cost an unchanged push
+    (which hashes only a manifest) does not need to pay.
+    """
+    if len(data) < 65536 and "hashlib" not in sys.modules:
+        try:
+            from _sha256 import sha256
+
+            return sha256(data)
+        except ImportError:
+            pass
+    import hashlib
+
+    return hashlib.sha256(data)
+
+
+def _gzip_stream(source: BinaryIO, **kwargs: Any) -> Iterator[bytes]:
+    """compress.gzip_stream, imported only when a layer is actually compressed."""
+    from dockyard.registry.compress import gzip_stream
+
+    return gzip_stream(source, **kwargs)
 
 
 def set_repo_digest(db: Database, repository: str, digest: str, image_id: str) -> None:
@@ -184,6 +208,8 @@ class Pusher:
     def _stream_gzip(self, location: str, layer: _Layer) -> Descriptor:
         """Compress while uploading (chunked PATCH), then commit with the digest."""
         record = layer.record
+        import hashlib
+
         digest = hashlib.sha256()
         size = 0
         done = 0
@@ -196,7 +222,7 @@ class Pusher:
         def body() -> Iterator[bytes]:
             nonlocal size
             with self.store.content.open(record.blob_digest) as f:
-                for chunk in gzip_stream(f, on_read=on_read):
+                for chunk in _gzip_stream(f, on_read=on_read):
                     digest.update(chunk)
                     size += len(chunk)
                     yield chunk
@@ -238,6 +264,7 @@ class Pusher:
 
     def _spooled_gzip(self, layer: _Layer) -> Descriptor:
         """Monolithic fallback: gzip into a temporary file, then POST + PUT it."""
+        import hashlib
         import tempfile
 
         record = layer.record
@@ -245,7 +272,7 @@ class Pusher:
         with tempfile.TemporaryFile(dir=self.store.paths.tmp) as spool:
             digest = hashlib.sha256()
             with self.store.content.open(record.blob_digest) as f:
-                for chunk in gzip_stream(f):
+                for chunk in _gzip_stream(f):
                     digest.update(chunk)
                     spool.write(chunk)
             desc = Descriptor(DOCKER_LAYER, "sha256:" + digest.hexdigest(), spool.tell())
@@ -318,7 +345,7 @@ class Pusher:
         )
         if all(p.desc is not None for p in plans):
             manifest = build_manifest(config_desc, [p.desc for p in plans if p.desc])
-            digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+            digest = "sha256:" + _new_sha256(manifest).hexdigest()
             if self._remote_manifest_digest(tag) == digest:
                 for plan in reversed(plans):
                     self.progress.status(plan.ident, "Layer already exists")
@@ -326,7 +353,7 @@ class Pusher:
         descs = self._push_layers(plans)
         self._push_config(image)
         manifest = build_manifest(config_desc, descs)
-        digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        digest = "sha256:" + _new_sha256(manifest).hexdigest()
         return self._finish(image, tag, manifest, digest, upload=True)
 
     def _remote_manifest_digest(self, tag: str) -> str | None:
@@ -354,6 +381,8 @@ class Pusher:
         results: dict[str, Descriptor] = {}
         error: BaseException | None = None
         unique = {p.record.diff_id: p for p in plans}
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(MAX_UPLOADS, thread_name_prefix="push") as pool:
             futures: list[tuple[_Layer, Future[Descriptor]]] = []
             for plan in reversed(list(unique.values())):
