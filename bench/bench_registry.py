@@ -137,7 +137,9 @@ def main() -> None:
                 f"{push_s / sk_push:.2f}"
             )
 
-        again = timed_run([*DOCKYARD, "push", ref], env)
+        import statistics
+
+        again = statistics.median(timed_run([*DOCKYARD, "push", ref], env) for _ in range(9))
         from dockyard.cli.context import Context
         from dockyard.images.reference import parse
         from dockyard.registry.progress import Progress
@@ -151,7 +153,7 @@ def main() -> None:
         in_process = time.perf_counter() - start
         ctx.close()
         print(
-            f"second push:              {again:6.3f} s (command), {in_process * 1000:.1f} ms "
+            f"second push:              {again:6.3f} s (command, median of 9), {in_process * 1000:.1f} ms "
             f"(the push itself; target <= 100 ms)"
         )
 
