@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dockyard.build import BuildError
+from dockyard.containers.state import pid_alive
 
 if TYPE_CHECKING:
     from dockyard.cli.context import Context
@@ -342,7 +343,7 @@ def cleanup_stale_rootfs(paths: Paths) -> int:
             pid = int(owner.read_text())
         except (OSError, ValueError):
             continue
-        if pid == os.getpid() or _pid_alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         try:
             rootfs.remove(paths, entry.name)
@@ -350,16 +351,6 @@ def cleanup_stale_rootfs(paths: Paths) -> int:
         except OSError:
             continue
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- images -----------------------------------------------------------------------

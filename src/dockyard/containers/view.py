@@ -26,6 +26,8 @@ def command_line(container: Container) -> list[str]:
 
 
 def _host_config(container: Container) -> dict[str, Any]:
+    from dockyard.runtime.spec import MASKED_PATHS, READONLY_PATHS
+
     spec = container.spec
     res = spec.resources
     ports: dict[str, list[dict[str, str]]] = {}
@@ -73,30 +75,8 @@ def _host_config(container: Container) -> dict[str, Any]:
         "PidsLimit": res.pids_limit or None,
         "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in spec.ulimits] or None,
         "Init": spec.init or None,
-        "MaskedPaths": None
-        if spec.privileged
-        else [
-            "/proc/asound",
-            "/proc/acpi",
-            "/proc/kcore",
-            "/proc/keys",
-            "/proc/latency_stats",
-            "/proc/timer_list",
-            "/proc/timer_stats",
-            "/proc/sched_debug",
-            "/proc/scsi",
-            "/sys/firmware",
-            "/sys/devices/virtual/powercap",
-        ],
-        "ReadonlyPaths": None
-        if spec.privileged
-        else [
-            "/proc/bus",
-            "/proc/fs",
-            "/proc/irq",
-            "/proc/sys",
-            "/proc/sysrq-trigger",
-        ],
+        "MaskedPaths": None if spec.privileged else list(MASKED_PATHS),
+        "ReadonlyPaths": None if spec.privileged else list(READONLY_PATHS),
     }
 
 
