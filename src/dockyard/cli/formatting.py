@@ -484,3 +484,21 @@ def print_inspect(objects: list[Any], fmt: str | None) -> None:
             sys.stdout.write(render(fmt, obj) + "\n")
     else:
         sys.stdout.write(go_json_indent(objects) + "\n")
+
+
+def inspect_refs(refs: list[str], lookup: Any, fmt: str | None) -> list[str]:
+    """Print ``inspect`` output for every ref ``lookup`` finds; returns the ones it did not.
+
+    ``lookup(ref)`` returns the object to show or raises NotFound.
+    """
+    from dockyard.errors import NotFound
+
+    found: list[Any] = []
+    missing: list[str] = []
+    for ref in refs:
+        try:
+            found.append(lookup(ref))
+        except NotFound:
+            missing.append(ref)
+    print_inspect(found, fmt)
+    return missing

@@ -280,16 +280,11 @@ def image_inspect_data(ctx: Context, image: Image) -> dict[str, Any]:
 
 
 def _inspect(ctx: Context, args: argparse.Namespace) -> int:
-    found: list[dict[str, Any]] = []
-    missing: list[str] = []
-    for ref in args.images:
-        try:
-            found.append(image_inspect_data(ctx, ctx.images.resolve(ref)))
-        except NotFound:
-            missing.append(ref)
-    from dockyard.cli.formatting import print_inspect
+    from dockyard.cli.formatting import inspect_refs
 
-    print_inspect(found, args.format)
+    missing = inspect_refs(
+        args.images, lambda ref: image_inspect_data(ctx, ctx.images.resolve(ref)), args.format
+    )
     if missing:
         sys.stdout.flush()
         for ref in missing[:-1]:

@@ -267,16 +267,9 @@ def _ls(ctx: Context, mgr: NetworkManager, args: argparse.Namespace) -> int:
 
 
 def _inspect(ctx: Context, mgr: NetworkManager, args: argparse.Namespace) -> int:
-    found: list[dict[str, Any]] = []
-    missing: list[str] = []
-    for ref in args.networks:
-        try:
-            found.append(mgr.inspect(ref))
-        except NotFound:
-            missing.append(ref)
-    from dockyard.cli.formatting import print_inspect
+    from dockyard.cli.formatting import inspect_refs
 
-    print_inspect(found, args.format)
+    missing = inspect_refs(args.networks, mgr.inspect, args.format)
     if missing:
         raise DockyardError(f"No such network: {missing[-1]}", exit_code=1)
     return 0

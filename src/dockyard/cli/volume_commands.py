@@ -147,18 +147,9 @@ def _ls(vm: VolumeManager, args: argparse.Namespace) -> int:
 
 
 def _inspect(vm: VolumeManager, args: argparse.Namespace) -> int:
-    from dockyard.errors import NotFound
+    from dockyard.cli.formatting import inspect_refs
 
-    found: list[dict[str, Any]] = []
-    missing: list[str] = []
-    for name in args.volumes:
-        try:
-            found.append(vm.inspect(name))
-        except NotFound:
-            missing.append(name)
-    from dockyard.cli.formatting import print_inspect
-
-    print_inspect(found, args.format)
+    missing = inspect_refs(args.volumes, vm.inspect, args.format)
     if missing:
         raise DockyardError(f"get {missing[-1]}: no such volume", exit_code=1)
     return 0

@@ -12,6 +12,12 @@ if TYPE_CHECKING:
     from dockyard.containers.manager import Container
 
 
+def has_healthcheck(container: Container) -> bool:
+    """An image or flag healthcheck that is not disabled (``NONE``)."""
+    test = (container.config.get("Healthcheck") or {}).get("Test") or ["NONE"]
+    return bool(test[0] != "NONE")
+
+
 def command_line(container: Container) -> list[str]:
     """Entrypoint + Cmd as the container runs them."""
     config = container.config
@@ -104,10 +110,7 @@ def inspect(
         "StartedAt": state.started_at,
         "FinishedAt": state.finished_at,
     }
-    if (
-        container.config.get("Healthcheck")
-        and (container.config["Healthcheck"].get("Test") or ["NONE"])[0] != "NONE"
-    ):
+    if has_healthcheck(container):
         state_json["Health"] = state.health or {"Status": "starting", "FailingStreak": 0, "Log": []}
     result: dict[str, Any] = {
         "Id": container.id,
@@ -174,10 +177,7 @@ def status_text(container: Container, now: float | None = None) -> str:
         if state.status == "paused":
             return text + " (Paused)"
         health = (state.health or {}).get("Status")
-        if (
-            container.config.get("Healthcheck")
-            and (container.config["Healthcheck"].get("Test") or ["NONE"])[0] != "NONE"
-        ):
+        if has_healthcheck(container):
             health = health or "starting"
             text += " (health: starting)" if health == "starting" else f" ({health})"
         return text
