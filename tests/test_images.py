@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.config import Paths
-from dockyard.containers import rootfs
+from dockyard.containers import cp, rootfs
 from dockyard.db import Database
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.images import reference
@@ -363,16 +363,17 @@ def test_rootfs_copy_semantics(store: ImageStore, tmp_path: Path) -> None:
         with rootfs.mounted(store.paths, cid, dirs) as merged:
             os.symlink("/etc", merged / "link")
             os.symlink("../../../../..", merged / "up")
+        view = cp.FilesystemView(store.paths, cid, dirs)
         src = tmp_path / "src"
         (src / "sub").mkdir(parents=True)
         (src / "sub/f").write_text("f")
         (tmp_path / "one").write_text("1")
-        rootfs.copy_to(store.paths, cid, dirs, str(src), "/data")  # dir into existing dir
-        rootfs.copy_to(store.paths, cid, dirs, str(src) + "/.", "/newdir")  # created
-        rootfs.copy_to(store.paths, cid, dirs, str(tmp_path / "one"), "/link/")  # via symlink
-        rootfs.copy_to(store.paths, cid, dirs, str(tmp_path / "one"), "/up/renamed")
+        cp.copy_to(view, str(src), "/data")  # dir into existing dir
+        cp.copy_to(view, str(src) + "/.", "/newdir")  # created
+        cp.copy_to(view, str(tmp_path / "one"), "/link/")  # via symlink
+        cp.copy_to(view, str(tmp_path / "one"), "/up/renamed")
         with pytest.raises(InvalidArgument):
-            rootfs.copy_to(store.paths, cid, dirs, str(src), "/etc/conf")
+            cp.copy_to(view, str(src), "/etc/conf")
         with rootfs.mounted(store.paths, cid, dirs) as merged:
             assert (merged / "data/src/sub/f").read_text() == "f"
             assert (merged / "newdir/sub/f").read_text() == "f"
@@ -380,13 +381,13 @@ def test_rootfs_copy_semantics(store: ImageStore, tmp_path: Path) -> None:
             assert (merged / "renamed").read_text() == "1"  # ".." stops at the root
             assert os.stat(merged / "etc/one").st_uid == 0
         out = io.BytesIO()
-        info = rootfs.copy_from(store.paths, cid, dirs, "/data", out)
+        info = cp.copy_from(view, "/data", out)
         assert info.is_dir and info.name == "data"
         names = tarfile.open(fileobj=io.BytesIO(out.getvalue())).getnames()
         assert names[0] == "data" and "data/src/sub/f" in names
         dest = tmp_path / "host"
         dest.mkdir()
-        rootfs.copy_to_host(store.paths, cid, dirs, "/up/etc/conf", str(dest / "c"))
+        cp.copy_to_host(view, "/up/etc/conf", str(dest / "c"))
         assert (dest / "c").read_text() == "c"
         assert not (tmp_path / "etc").exists()
         out = io.BytesIO()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from dockyard.errors import InvalidArgument
 
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from dockyard.cli.context import Context
+    from dockyard.containers.cp import FilesystemView
     from dockyard.containers.manager import Container
 
 
@@ -47,8 +49,22 @@ def _split(arg: str) -> tuple[str | None, str]:
     return name, path
 
 
+def _view(ctx: Context, container: Container) -> FilesystemView:
+    """How cp reaches the container: its live mount tree, or its overlay plus binds."""
+    from dockyard.containers.cp import FilesystemView, bind_mounts
+
+    view = FilesystemView(ctx.paths, container.id, _layers(ctx, container))
+    if container.running and container.state.pid:
+        view.pid = container.state.pid
+        return view
+    config = ctx.paths.container_dir(container.id) / "config.json"
+    if config.exists():
+        view.binds = bind_mounts(json.loads(config.read_text()))
+    return view
+
+
 def _cp(ctx: Context, args: argparse.Namespace) -> int:
-    from dockyard.containers import rootfs
+    from dockyard.containers import cp
 
     src_container, src_path = _split(args.source)
     dst_container, dst_path = _split(args.destination)
@@ -60,24 +76,11 @@ def _cp(ctx: Context, args: argparse.Namespace) -> int:
         )
     if src_container is not None:
         container = ctx.containers.get(src_container)
+        view = _view(ctx, container)
         if dst_path == "-":
-            rootfs.copy_from(
-                ctx.paths,
-                container.id,
-                _layers(ctx, container),
-                src_path,
-                sys.stdout.buffer,
-                follow_link=args.follow_link,
-            )
+            cp.copy_from(view, src_path, sys.stdout.buffer, follow_link=args.follow_link)
         else:
-            rootfs.copy_to_host(
-                ctx.paths,
-                container.id,
-                _layers(ctx, container),
-                src_path,
-                dst_path,
-                follow_link=args.follow_link,
-            )
+            cp.copy_to_host(view, src_path, dst_path, follow_link=args.follow_link)
             if not args.quiet and sys.stderr.isatty():
                 print(f"Successfully copied to {dst_path}", file=sys.stderr)
         return 0
@@ -85,27 +88,25 @@ def _cp(ctx: Context, args: argparse.Namespace) -> int:
     container = ctx.containers.get(dst_container)
     if container.spec.read_only and container.running:
         raise InvalidArgument("container rootfs is marked read-only")
-    if src_path == "-":
-        rootfs.copy_to(
-            ctx.paths,
-            container.id,
-            _layers(ctx, container),
-            sys.stdin.buffer,
-            dst_path,
-            archive=args.archive,
-        )
-    else:
-        if not os.path.lexists(src_path):
-            raise InvalidArgument(f"stat {src_path}: no such file or directory")
-        rootfs.copy_to(
-            ctx.paths,
-            container.id,
-            _layers(ctx, container),
-            src_path,
+    if src_path != "-" and not os.path.lexists(src_path):
+        raise InvalidArgument(f"stat {src_path}: no such file or directory")
+    source: str | BinaryIO = sys.stdin.buffer if src_path == "-" else src_path
+    # a running container is paused while files go in (as Podman does), so that none
+    # of its processes can swap a directory that was checked for a symlink
+    pause = container.state.status == "running"
+    if pause:
+        ctx.containers.pause(container)
+    try:
+        cp.copy_to(
+            _view(ctx, container),
+            source,
             dst_path,
             archive=args.archive,
             follow_link=args.follow_link,
         )
+    finally:
+        if pause:
+            ctx.containers.unpause(ctx.containers.get(container.id))
     return 0
 
 
