@@ -660,3 +660,46 @@ def test_mount_empty_image(store: ImageStore) -> None:
     finally:
         rootfs.remove(store.paths, cid)
     rootfs.unmount(store.paths, cid)  # not mounted any more: fine
+
+
+def test_layer_tar_headers_are_written_as_docker_writes_them(tmp_path: Path) -> None:
+    """Mode with Go 1.8's file-type bits, zero device numbers, the opaque marker with
+    the directory's permissions and owner and no mtime: field for field as Docker 20.10."""
+    from dockyard.images.tarwriter import tar_overlay_upper
+
+    upper = tmp_path / "upper"
+    (upper / "d/sub").mkdir(parents=True)
+    (upper / "d/f").write_text("x")
+    os.chmod(upper / "d/f", 0o4755)
+    os.link(upper / "d/f", upper / "d/h")
+    os.symlink("f", upper / "d/l")
+    os.mkfifo(upper / "d/p")
+    os.chmod(upper / "d/sub", 0o750)
+    opaque = True
+    try:
+        os.setxattr(upper / "d/sub", "trusted.overlay.opaque", b"y")
+    except OSError:
+        opaque = False
+    out = io.BytesIO()
+    tar_overlay_upper(upper, out)
+    data = out.getvalue()
+    fields = {}
+    offset = 0
+    while data[offset : offset + 512] != b"\0" * 512:
+        block = data[offset : offset + 512]
+        fields[block[:100].rstrip(b"\0").decode()] = (
+            block[100:108],
+            block[329:345],
+            block[136:148],
+        )
+        size = int(block[124:136].rstrip(b"\0 ") or b"0", 8)
+        offset += 512 + (size + 511) // 512 * 512
+    assert fields["d/"][0] == b"0040755\0"
+    assert fields["d/f"][0] == b"0104755\0" and fields["d/h"][0] == b"0104755\0"
+    assert fields["d/l"][0] == b"0120777\0" and fields["d/p"][0] == b"0010644\0"
+    assert all(dev == b"0000000\x000000000\x00" for _, dev, _ in fields.values())
+    if opaque:
+        assert fields["d/sub/.wh..wh..opq"][0] == b"0000750\0"
+        assert fields["d/sub/.wh..wh..opq"][2] == b"00000000000\0"
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:  # checksums hold
+        assert {m.name for m in tar} >= {"d", "d/f", "d/h", "d/l", "d/p"}

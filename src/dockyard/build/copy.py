@@ -55,13 +55,13 @@ class _Copier:
     dir_times: list[tuple[str, int, int]] = field(default_factory=list)
 
     def resolve(self, path: str) -> str:
-        from dockyard.containers.rootfs import resolve_in_root
+        from dockyard.fsutil import resolve_in_root
 
         return os.fspath(resolve_in_root(self.root, path))
 
     def resolve_parent(self, path: str) -> str:
         """Host path of ``path`` with its parents resolved in the root, not its last part."""
-        from dockyard.containers.rootfs import resolve_in_root
+        from dockyard.fsutil import resolve_in_root
 
         return os.fspath(resolve_in_root(self.root, path, follow_last=False))
 
@@ -323,7 +323,7 @@ def resolve_chown(root: Path, spec: str) -> Owner | None:
 
 
 def _lookup(root: Path, path: str, name: str) -> list[str] | None:
-    from dockyard.containers.rootfs import resolve_in_root
+    from dockyard.fsutil import resolve_in_root
 
     try:
         text = resolve_in_root(root, path).read_text(errors="replace")

@@ -200,7 +200,7 @@ def _context_item(b: StageBuilder, rel: str, c: ins.Copy) -> CopyItem:
 
 def _image_items(root: Path, src: str, keyword: str) -> list[CopyItem]:
     """Sources in another stage's or image's filesystem (``--from``)."""
-    from dockyard.containers.rootfs import resolve_in_root
+    from dockyard.fsutil import resolve_in_root
 
     clean = posixpath.normpath("/" + src)
     if _WILDCARD.search(clean):
@@ -225,7 +225,7 @@ def _image_items(root: Path, src: str, keyword: str) -> list[CopyItem]:
 def _glob_in_root(root: Path, pattern: str) -> list[str]:
     import fnmatch
 
-    from dockyard.containers.rootfs import resolve_in_root
+    from dockyard.fsutil import resolve_in_root
 
     found = ["/"]
     for part in [p for p in pattern.split("/") if p]:

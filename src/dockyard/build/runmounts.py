@@ -141,7 +141,7 @@ def plan_mounts(b: StageBuilder, specs: list[str], workdir: str) -> MountPlan:
 def open_mounts(b: StageBuilder, plan: MountPlan, stack: ExitStack) -> list[Mount]:
     """Engine mounts for a plan; what they need is released by ``stack``."""
     from dockyard.build.steps import scratch_rootfs
-    from dockyard.containers.rootfs import resolve_in_root
+    from dockyard.fsutil import resolve_in_root
     from dockyard.containers.spec import Mount
 
     out: list[Mount] = []

@@ -1,8 +1,10 @@
 """Making layer tars: from an overlayfs upper dir (``docker commit``) or a whole tree.
 
 Written the way Docker's archive package writes them: PAX headers, numeric owners,
-whole-second mtimes, whiteout files for overlay whiteouts, and exactly two zero
-blocks at the end (so an empty layer has Docker's well-known empty diff ID).
+whole-second mtimes, file-type bits in the mode field (Docker puts back what Go 1.9's
+archive/tar dropped), whiteout files for overlay whiteouts, and exactly two zero
+blocks at the end (so an empty layer has Docker's well-known empty diff ID). Headers
+then match Docker's field for field, so the same files give the same diff ID.
 """
 
 from __future__ import annotations
@@ -50,10 +52,11 @@ class TarWriter:
             info = tarfile.TarInfo((head + "/" if head else "") + WHITEOUT_PREFIX + base)
             info.mtime = int(st.st_mtime)
             info.mode = 0o600
+            info.uid, info.gid = st.st_uid, st.st_gid
             self._write(info)
             return
         info = tarfile.TarInfo(arcname)
-        info.mode = stat.S_IMODE(mode)
+        info.mode = stat.S_IMODE(mode) | stat.S_IFMT(mode)
         info.uid, info.gid = st.st_uid, st.st_gid
         info.mtime = int(st.st_mtime)
         info.uname = info.gname = ""
@@ -90,9 +93,11 @@ class TarWriter:
             except OSError:
                 opaque = b""
             if opaque == b"y":
+                # as Docker writes it: the directory's permissions and owner, no mtime
                 marker = tarfile.TarInfo(f"{arcname}/{OPAQUE_MARKER}")
-                marker.mtime = int(st.st_mtime)
-                marker.mode = 0o600
+                marker.mtime = 0
+                marker.mode = stat.S_IMODE(mode) & 0o777
+                marker.uid, marker.gid = st.st_uid, st.st_gid
                 self._write(marker)
 
     def add_tree(
@@ -122,7 +127,7 @@ class TarWriter:
     def _write(self, info: tarfile.TarInfo, source: str | None = None) -> None:
         import tarfile
 
-        self.out.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        self.out.write(_go_header(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"), info))
         self.count += 1
         if source is None:
             return
@@ -139,6 +144,20 @@ class TarWriter:
 
     def close(self) -> None:
         self.out.write(b"\0" * (2 * _BLOCK))
+
+
+def _go_header(buf: bytes, info: tarfile.TarInfo) -> bytes:
+    """Rewrite the fields of the last header block that Python's tarfile writes
+    differently from Go's: the mode keeps its file-type bits (tarfile masks them to
+    0o7777) and device numbers are zeros, not NULs, for every type."""
+    header = bytearray(buf[-_BLOCK:])
+    header[100:108] = b"%07o\0" % info.mode
+    for start in (329, 337):
+        if header[start : start + 8] == b"\0" * 8:
+            header[start : start + 8] = b"0000000\0"
+    header[148:156] = b" " * 8
+    header[148:155] = b"%06o\0" % sum(header)
+    return buf[:-_BLOCK] + bytes(header)
 
 
 def _xattr_headers(path: str) -> dict[str, str]:
