@@ -19,7 +19,6 @@ import base64
 import io
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile

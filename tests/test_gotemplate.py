@@ -3,11 +3,11 @@ Docker's template functions (docker/cli templates package) on the same data."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
 
+from dockyard import records
 from dockyard.cli import gofmt
 from dockyard.cli.gotemplate import TemplateError, compile, render
 from dockyard.errors import InvalidArgument
@@ -336,7 +336,7 @@ def test_errors_read_like_docker(text: str, message: str) -> None:
 
 
 def test_missing_field_on_struct_is_an_error() -> None:
-    @dataclasses.dataclass
+    @records.record
     class State:
         Status: str
         ExitCode: int
@@ -377,7 +377,7 @@ def test_nil_and_missing_print_like_go() -> None:
 
 
 def test_json_of_dataclass_keeps_field_order() -> None:
-    @dataclasses.dataclass
+    @records.record
     class Port:
         PrivatePort: int
         Type: str

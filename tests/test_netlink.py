@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ import pytest
 from dockyard.network import firewall, ipam, kernel
 from dockyard.network.config import NetConfig, Pool
 from dockyard.network.netlink import Netlink, NetlinkError, NetworkError
+from dockyard.records import record
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
@@ -43,7 +43,7 @@ def _wait_gone(name: str, seconds: float = 5) -> bool:
     return True
 
 
-@dataclass
+@record
 class Lab:
     bridge: str
     veth: str

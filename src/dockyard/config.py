@@ -8,14 +8,15 @@ touch a user's real store.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+
+from dockyard.records import record
 
 DEFAULT_ROOT = "/var/lib/dockyard"
 DEFAULT_RUNROOT = "/run/dockyard"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Paths:
     """Every directory the subsystems use, derived from the two roots."""
 
@@ -87,14 +88,13 @@ def default_paths(root: str | None = None, runroot: str | None = None) -> Paths:
 
 def find_runtime(name: str | None = None) -> str:
     """The OCI runtime binary: ``--runtime``/``DOCKYARD_RUNTIME``, else runc, else crun."""
-    import shutil
-
     from dockyard.errors import DockyardError
+    from dockyard.fsutil import which
 
     wanted = name or os.environ.get("DOCKYARD_RUNTIME")
     candidates = [wanted] if wanted else ["runc", "crun"]
     for candidate in candidates:
-        path = shutil.which(candidate) if not os.path.isabs(candidate) else candidate
+        path = which(candidate) if not os.path.isabs(candidate) else candidate
         if path and os.access(path, os.X_OK):
             return path
     raise DockyardError(

@@ -60,3 +60,12 @@ def tree_size(path: Path | str) -> int:
             except OSError:
                 pass
     return total
+
+
+def which(name: str) -> str | None:
+    """The executable ``name`` on PATH, as ``shutil.which`` (which costs an import)."""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Iterable
 
 from dockyard.errors import InvalidArgument, NotFound
@@ -46,7 +45,7 @@ def new_id() -> str:
 
 
 def random_name() -> str:
-    return f"{random.choice(_ADJECTIVES)}_{random.choice(_SURNAMES)}"
+    return f"{_pick(_ADJECTIVES)}_{_pick(_SURNAMES)}"
 
 
 def short_id(full_id: str) -> str:
@@ -76,3 +75,7 @@ def resolve_prefix(ref: str, ids: Iterable[str], kind: str) -> str:
     if len(matches) > 1:
         raise InvalidArgument(f"multiple {kind}s found with provided prefix: {ref}")
     return matches[0]
+
+
+def _pick(words: tuple[str, ...] | list[str]) -> str:
+    return words[int.from_bytes(os.urandom(4), "big") % len(words)]

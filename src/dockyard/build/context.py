@@ -18,12 +18,12 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from dockyard.build import BuildError
 from dockyard.build.ignore import Matcher, read_patterns
+from dockyard.records import field, record
 
 if TYPE_CHECKING:
     from dockyard.db import Database
@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS build_checksums (
 """
 
 
-@dataclass
+@record
 class Entry:
     """One file of a copy source: its path below the source and its host path."""
 
@@ -48,7 +48,7 @@ class Entry:
     st: os.stat_result
 
 
-@dataclass
+@record
 class BuildContext:
     """Where COPY/ADD read from, and the Dockerfile's text."""
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard.build import BuildError
 from dockyard.build.context import Entry
+from dockyard.records import field, record
 
 
-@dataclass
+@record
 class CopyItem:
     """One source of a COPY/ADD, ready to place."""
 
@@ -40,13 +40,13 @@ class CopyItem:
     is_dir: bool = False
 
 
-@dataclass
+@record
 class Owner:
     uid: int
     gid: int
 
 
-@dataclass
+@record
 class _Copier:
     root: Path
     owner: Owner | None

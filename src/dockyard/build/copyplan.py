@@ -19,7 +19,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +37,7 @@ from dockyard.build.copy import (
 from dockyard.build.dispatch import stage_ref
 from dockyard.build.ignore import Matcher
 from dockyard.build.shell import Lexer, ShellError
+from dockyard.records import record
 
 if TYPE_CHECKING:
     from dockyard.build.dispatch import StageBuilder
@@ -48,7 +48,7 @@ _WILDCARD = re.compile(r"[*?\[]")
 _URL = re.compile(r"^https?://")
 
 
-@dataclass
+@record
 class _Download:
     url: str
     path: str

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from dockyard.build.cache import BuildCache, step_key
 from dockyard.build.context import BuildContext, ChecksumCache
 from dockyard.build.shell import Lexer, ShellError
 from dockyard.build.steps import Engine, RunRequest, StepFailed, commit_image
+from dockyard.records import field, record
 
 if TYPE_CHECKING:
     from dockyard.build.progress import Progress, Vertex
@@ -33,7 +33,7 @@ PROXY_ARGS = (
 ).split()
 
 
-@dataclass
+@record
 class BuildOptions:
     tags: list[str] = field(default_factory=list)
     build_args: dict[str, str] = field(default_factory=dict)
@@ -45,7 +45,7 @@ class BuildOptions:
     pull: bool = False
 
 
-@dataclass
+@record
 class StageState:
     """Where a stage is: its current image and what the next step starts from."""
 
@@ -57,7 +57,7 @@ class StageState:
     cmd_set: bool = False
 
 
-@dataclass
+@record
 class Shared:
     """What all stage threads of one build share."""
 

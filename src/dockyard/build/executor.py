@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import copy
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dockyard.build import BuildError
@@ -27,6 +26,7 @@ from dockyard.build.dispatch import (
 from dockyard.build.parser import parse
 from dockyard.build.shell import Lexer, ShellError
 from dockyard.build.steps import Engine, cleanup_stale_rootfs, commit_image, kill_containers
+from dockyard.records import record
 
 if TYPE_CHECKING:
     from dockyard.build.context import BuildContext
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 MAX_PARALLEL_STAGES = 4
 
 
-@dataclass
+@record
 class _Plan:
     stage: ins.Stage
     base_stage: int | None  # index of the stage it is built FROM

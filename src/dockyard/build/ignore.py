@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
 
 from dockyard.build import BuildError
+from dockyard.records import record
 
 _REGEX_SPECIAL = set(".+()|{}$^")
 
@@ -36,7 +36,7 @@ def read_patterns(text: str) -> list[str]:
     return patterns
 
 
-@dataclass
+@record
 class _Pattern:
     text: str
     exclusion: bool

@@ -8,7 +8,6 @@ expansion happens later, at dispatch, when the environment is known.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from dockyard.build import BuildError
 from dockyard.build.parser import (
@@ -19,6 +18,7 @@ from dockyard.build.parser import (
     chomp_heredoc,
     parse_heredoc,
 )
+from dockyard.records import field, record
 
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*$")
 INSTRUCTIONS = (
@@ -27,14 +27,14 @@ INSTRUCTIONS = (
 ).split()
 
 
-@dataclass
+@record
 class KeyValue:
     key: str
     value: str | None  # None: ARG without a default
     legacy: bool = False  # ``ENV K V`` form
 
 
-@dataclass
+@record
 class Instruction:
     node: Node
 
@@ -47,27 +47,27 @@ class Instruction:
         return self.node.original
 
 
-@dataclass
+@record
 class Env(Instruction):
     pairs: list[KeyValue] = field(default_factory=list)
 
 
-@dataclass
+@record
 class Label(Instruction):
     pairs: list[KeyValue] = field(default_factory=list)
 
 
-@dataclass
+@record
 class Maintainer(Instruction):
     name: str = ""
 
 
-@dataclass
+@record
 class Arg(Instruction):
     pairs: list[KeyValue] = field(default_factory=list)
 
 
-@dataclass
+@record
 class CommandLine(Instruction):
     """RUN, CMD, ENTRYPOINT: exec form, or one shell string (prepend_shell)."""
 
@@ -76,53 +76,53 @@ class CommandLine(Instruction):
     files: list[Heredoc] = field(default_factory=list)
 
 
-@dataclass
+@record
 class Run(CommandLine):
     network: str = ""  # --network=default|none|host
     mounts: list[str] = field(default_factory=list)  # --mount specs
 
 
-@dataclass
+@record
 class Cmd(CommandLine):
     pass
 
 
-@dataclass
+@record
 class Entrypoint(CommandLine):
     pass
 
 
-@dataclass
+@record
 class Shell(Instruction):
     shell: list[str] = field(default_factory=list)
 
 
-@dataclass
+@record
 class Workdir(Instruction):
     path: str = ""
 
 
-@dataclass
+@record
 class User(Instruction):
     user: str = ""
 
 
-@dataclass
+@record
 class Volume(Instruction):
     volumes: list[str] = field(default_factory=list)
 
 
-@dataclass
+@record
 class Expose(Instruction):
     ports: list[str] = field(default_factory=list)
 
 
-@dataclass
+@record
 class StopSignal(Instruction):
     signal: str = ""
 
 
-@dataclass
+@record
 class Healthcheck(Instruction):
     test: list[str] = field(default_factory=list)
     interval: int = 0  # nanoseconds
@@ -132,12 +132,12 @@ class Healthcheck(Instruction):
     retries: int = 0
 
 
-@dataclass
+@record
 class Onbuild(Instruction):
     expression: str = ""
 
 
-@dataclass
+@record
 class SourceContent:
     """A heredoc source of COPY/ADD: a file named ``path`` holding ``data``."""
 
@@ -146,7 +146,7 @@ class SourceContent:
     expand: bool
 
 
-@dataclass
+@record
 class Copy(Instruction):
     """COPY and ADD (``is_add``)."""
 
@@ -168,7 +168,7 @@ class Copy(Instruction):
         return "ADD" if self.is_add else "COPY"
 
 
-@dataclass
+@record
 class Stage:
     base: str  # image reference (unexpanded), "scratch" or a stage name
     name: str  # lowercased "AS" name, or ""

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 
 from dockyard.build import BuildError
+from dockyard.records import field, record
 
 _WHITESPACE = re.compile(r"[\t\v\f\r ]+")
 _HEREDOC = re.compile(r"^(\d*)<<(-?)\s*([^<]*)$")
@@ -39,7 +39,7 @@ class ParseError(BuildError):
         super().__init__(where + message)
 
 
-@dataclass
+@record
 class Heredoc:
     name: str
     content: str = ""
@@ -48,7 +48,7 @@ class Heredoc:
     fd: int = 0
 
 
-@dataclass
+@record
 class Node:
     """One instruction as parsed (Docker's ``parser.Node``, flattened)."""
 
@@ -68,7 +68,7 @@ class Node:
         return self.cmd.lower()
 
 
-@dataclass
+@record
 class Dockerfile:
     nodes: list[Node]
     escape: str = "\\"

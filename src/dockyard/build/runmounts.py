@@ -21,11 +21,11 @@ import posixpath
 import shutil
 import tempfile
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dockyard.build import BuildError
+from dockyard.records import field, record
 
 if TYPE_CHECKING:
     from dockyard.build.dispatch import StageBuilder
@@ -39,7 +39,7 @@ _KEYS = {
 }  # fmt: skip
 
 
-@dataclass
+@record
 class PlannedMount:
     kind: str  # bind | cache | tmpfs
     target: str
@@ -54,7 +54,7 @@ class PlannedMount:
     size: str = ""
 
 
-@dataclass
+@record
 class MountPlan:
     mounts: list[PlannedMount] = field(default_factory=list)
     key: list[str] = field(default_factory=list)  # what the mounts add to the step's key
@@ -141,8 +141,8 @@ def plan_mounts(b: StageBuilder, specs: list[str], workdir: str) -> MountPlan:
 def open_mounts(b: StageBuilder, plan: MountPlan, stack: ExitStack) -> list[Mount]:
     """Engine mounts for a plan; what they need is released by ``stack``."""
     from dockyard.build.steps import scratch_rootfs
-    from dockyard.fsutil import resolve_in_root
     from dockyard.containers.spec import Mount
+    from dockyard.fsutil import resolve_in_root
 
     out: list[Mount] = []
     paths = b.eng.paths

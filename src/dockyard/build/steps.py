@@ -16,12 +16,12 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dockyard.build import BuildError
 from dockyard.containers.state import pid_alive
+from dockyard.records import field, record
 
 if TYPE_CHECKING:
     from dockyard.cli.context import Context
@@ -80,7 +80,7 @@ class Reaper:
             self.thread = None
 
 
-@dataclass
+@record
 class Engine:
     """The engine services of one build thread (SQLite connections are per thread)."""
 
@@ -109,7 +109,7 @@ class Engine:
             self.ctx.close()
 
 
-@dataclass
+@record
 class RunRequest:
     argv: list[str]
     env: list[str]  # "K=V", over the image's Env

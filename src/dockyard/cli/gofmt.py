@@ -12,6 +12,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from dockyard.records import fields, is_record
+
 
 class _Missing:
     """Go's invalid reflect.Value: a missing map key; prints as ``<no value>``."""
@@ -57,20 +59,14 @@ def type_name(v: Any) -> str:
     return type(v).__name__
 
 
-def _is_dataclass(v: Any) -> bool:
-    return hasattr(type(v), "__dataclass_fields__")
+def _is_record(v: Any) -> bool:
+    return is_record(v) and not isinstance(v, type)
 
 
 def _public_fields(v: Any) -> list[tuple[str, Any]]:
     """(name, value) pairs of a struct-like object, in declaration order."""
-    if _is_dataclass(v):
-        import dataclasses
-
-        return [
-            (f.name, getattr(v, f.name))
-            for f in dataclasses.fields(v)
-            if not f.name.startswith("_")
-        ]
+    if _is_record(v):
+        return [(f.name, getattr(v, f.name)) for f in fields(v) if not f.name.startswith("_")]
     attrs = getattr(v, "__dict__", None) or {}
     return [(k, val) for k, val in attrs.items() if not k.startswith("_")]
 
@@ -83,7 +79,7 @@ def _sorted_items(m: Mapping[Any, Any]) -> list[tuple[Any, Any]]:
 
 
 def _has_own_str(v: Any) -> bool:
-    return type(v).__str__ is not object.__str__ and not _is_dataclass(v)
+    return type(v).__str__ is not object.__str__ and not _is_record(v)
 
 
 # ---------------------------------------------------------------------------

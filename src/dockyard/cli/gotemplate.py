@@ -2,7 +2,7 @@
 
 Lexing and parsing follow Go's text/template/parse closely so that errors read like
 Docker's (``template parsing error: template: :1: function "foo" not defined``). Data
-are Python values: dicts stand for Go maps, dataclasses and other objects for structs
+are Python values: dicts stand for Go maps, records and other objects for structs
 (attributes, methods called with arguments), lists for slices. Execution and the
 function set live in :mod:`~dockyard.cli.gotemplate_exec` and
 :mod:`~dockyard.cli.gotemplate_funcs`, lexing in :mod:`~dockyard.cli.gotemplate_lex`.

@@ -136,7 +136,7 @@ def _exec(ctx: Context, args: argparse.Namespace) -> int:
     env_overrides.extend(args.env)
     spec = container.spec
     # Resolve user and working dir as `run` does, inside this container's root.
-    from dataclasses import replace
+    from dockyard.records import replace
 
     exec_spec = replace(
         spec,

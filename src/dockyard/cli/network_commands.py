@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
+from dockyard.records import record
 
 if TYPE_CHECKING:
     from dockyard.cli.context import Context
@@ -140,7 +140,7 @@ def _filters(values: list[str]) -> dict[str, list[str]]:
     return out
 
 
-@dataclass
+@record
 class _Container:
     id: str
     name: str

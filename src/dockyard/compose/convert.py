@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from dockyard.containers.spec import (
     Ulimit,
 )
 from dockyard.errors import InvalidArgument
+from dockyard.records import field, record
 
 L_PROJECT = "com.docker.compose.project"
 L_SERVICE = "com.docker.compose.service"
@@ -43,7 +43,7 @@ L_SLUG = "com.docker.compose.slug"
 L_REPLACE = "com.docker.compose.replace"
 
 
-@dataclass
+@record
 class ExtraNetwork:
     """A network to connect after create (the first one is the spec's network_mode)."""
 

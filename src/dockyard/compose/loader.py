@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from dockyard.compose.model import Project
 from dockyard.compose.normalize import normalize_project
 from dockyard.compose.yamlfile import ComposeFileError, Mark, load_yaml
 from dockyard.errors import InvalidArgument
+from dockyard.records import field, record
 
 FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 OVERRIDE_NAMES = (
@@ -33,7 +33,7 @@ OVERRIDE_NAMES = (
 _PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
-@dataclass
+@record
 class LoadOptions:
     """The global flags of ``compose`` and the environment they are read in."""
 
@@ -110,7 +110,7 @@ def _bootstrap_env(opts: LoadOptions, project_dir: str) -> tuple[dict[str, str],
     return {**from_files, **opts.environ}, env_files
 
 
-@dataclass
+@record
 class _File:
     path: str  # "-" for stdin
     data: dict[str, Any]

@@ -13,12 +13,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from dockyard.containers.logs import parse_entry, parse_rfc3339_ns, rotated_files
 from dockyard.containers.state import monitor_is_alive
+from dockyard.records import field, record
 
 if TYPE_CHECKING:
     from dockyard.cli.context import Context
@@ -157,7 +157,7 @@ def print_logs(
     return offsets
 
 
-@dataclass
+@record
 class _Stream:
     container_id: str
     name: str

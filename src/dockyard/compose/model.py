@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard.errors import InvalidArgument, NotFound
+from dockyard.records import field, record
 
 COMPOSE_VERSION = "2.29.7"  # the Compose release whose behaviour we follow (labels)
 
 
-@dataclass
+@record
 class Project:
     name: str
     working_dir: str

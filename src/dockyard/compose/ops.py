@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dockyard.compose import resources
@@ -17,6 +16,7 @@ from dockyard.compose.convert import L_DEPENDS_ON
 from dockyard.compose.model import Project
 from dockyard.compose.runner import Contexts, Progress, run_all, run_graph
 from dockyard.errors import DockyardError, NotFound
+from dockyard.records import record
 
 if TYPE_CHECKING:
     from dockyard.cli.context import Context
@@ -146,7 +146,7 @@ def remove_containers(
     in_reverse_order(ctx, project, containers, remove)
 
 
-@dataclass
+@record
 class DownOptions:
     volumes: bool = False
     rmi: str | None = None  # all | local

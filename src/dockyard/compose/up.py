@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dockyard.compose import resources
@@ -21,13 +20,14 @@ from dockyard.compose.images import ensure_images
 from dockyard.compose.model import Project, config_hash
 from dockyard.compose.runner import Contexts, Progress, run_all, run_graph
 from dockyard.errors import DockyardError, InvalidArgument
+from dockyard.records import field, record
 
 if TYPE_CHECKING:
     from dockyard.cli.context import Context
     from dockyard.containers.manager import Container
 
 
-@dataclass
+@record
 class UpOptions:
     services: list[str] | None = None
     no_deps: bool = False

@@ -8,19 +8,19 @@ merge rules become the Reset and Override markers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from dockyard.errors import InvalidArgument
+from dockyard.records import record
 
 
 class ComposeFileError(InvalidArgument):
     """A Compose file that cannot be used; the message names the file and place."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Mark:
     file: str
     line: int  # 1-based
@@ -40,7 +40,7 @@ class Reset:
 RESET = Reset()
 
 
-@dataclass
+@record
 class Override:
     """``!override VALUE``: replace instead of merging."""
 

@@ -17,7 +17,6 @@ import pickle
 import stat
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, TypeVar
 
@@ -25,6 +24,7 @@ from dockyard.config import Paths
 from dockyard.containers import rootfs
 from dockyard.errors import DockyardError, InvalidArgument, NotFound, UnsafePath
 from dockyard.fsutil import resolve_in_root
+from dockyard.records import field, record
 
 T = TypeVar("T")
 
@@ -36,7 +36,7 @@ CLONE_NEWNS = 0x20000
 _VIRTUAL_TYPES = {"proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2", "tmpfs"}
 
 
-@dataclass
+@record
 class FilesystemView:
     """How to reach one container's filesystem."""
 
@@ -141,7 +141,7 @@ def _in_child_namespace(fn: Callable[[], T]) -> T:
     return value
 
 
-@dataclass
+@record
 class PathStat:
     """What ``docker cp`` learns about a source before copying (Docker's PathStat)."""
 

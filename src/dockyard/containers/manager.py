@@ -13,13 +13,11 @@ import builtins
 import fcntl
 import json
 import os
-import shutil
 import sqlite3
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +36,7 @@ from dockyard.containers.state import (
 from dockyard.db import Database
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 from dockyard.fsutil import tree_size
+from dockyard.records import field, record
 
 if TYPE_CHECKING:
     from dockyard.images.store import Image, ImageStore
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
     from dockyard.volumes.manager import VolumeManager
 
 
-@dataclass
+@record
 class Container:
     """A container record with its state refreshed from the monitor."""
 
@@ -291,7 +290,7 @@ class ContainerManager:
         merged = rootfs.mount(paths, container.id, self.images.layer_dirs(image))
         run_dir = paths.container_run_dir(container.id)
         if run_dir.exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
+            _remove_tree(run_dir)
         run_dir.mkdir(parents=True)
         extra_mounts, netns_path, hostname = self._prepare_network_and_volumes(
             container, image, merged
@@ -429,7 +428,7 @@ class ContainerManager:
             rootfs.unmount(self.paths, container.id)
         except OSError:
             pass
-        shutil.rmtree(run_dir, ignore_errors=True)
+        _remove_tree(run_dir)
 
     def _teardown_network(self, container: Container) -> None:
         self.networks.teardown(container.id)
@@ -690,3 +689,9 @@ def _name_conflict(name: str, db: Database) -> Conflict:
         f'Conflict. The container name "/{name}" is already in use by container "{owner}". '
         "You have to remove (or rename) that container to be able to reuse that name."
     )
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

@@ -9,18 +9,19 @@ runtime spec is generated, exactly as Docker does.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from typing import Any
 
+from dockyard import records
+from dockyard.records import field, record
 
-@dataclass
+
+@record
 class RestartPolicy:
     name: str = "no"  # no | always | unless-stopped | on-failure
     max_retries: int = 0
 
 
-@dataclass
+@record
 class Healthcheck:
     """Docker's HEALTHCHECK: test is ["CMD", ...], ["CMD-SHELL", "..."] or ["NONE"]."""
 
@@ -31,14 +32,14 @@ class Healthcheck:
     start_period: int = 0  # nanoseconds
 
 
-@dataclass
+@record
 class Ulimit:
     name: str  # "nofile", "nproc", ... (without RLIMIT_)
     soft: int
     hard: int
 
 
-@dataclass
+@record
 class Mount:
     """A bind mount, named/anonymous volume or tmpfs, as ``--mount`` describes it."""
 
@@ -49,7 +50,7 @@ class Mount:
     options: dict[str, str] = field(default_factory=dict)  # propagation, tmpfs size/mode, nocopy
 
 
-@dataclass
+@record
 class PortBinding:
     container_port: int
     protocol: str = "tcp"
@@ -58,7 +59,7 @@ class PortBinding:
     host_port_end: int = 0  # with a range of host ports for one container port
 
 
-@dataclass
+@record
 class Resources:
     memory: int = 0  # bytes, 0 = unlimited
     memory_swap: int = 0  # bytes, -1 = unlimited swap, 0 = unset
@@ -68,14 +69,14 @@ class Resources:
     shm_size: int = 0  # bytes, 0 = Docker's default 64 MiB
 
 
-@dataclass
+@record
 class LogConfig:
     type: str = "json-file"
     max_size: int = 10 * 1024 * 1024  # bounded by default (Docker: unbounded)
     max_file: int = 3
 
 
-@dataclass
+@record
 class ContainerSpec:
     """What a container should be; everything optional falls back to the image."""
 
@@ -121,7 +122,7 @@ class ContainerSpec:
     annotations: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return records.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ContainerSpec:
@@ -139,5 +140,5 @@ class ContainerSpec:
         data["ulimits"] = [Ulimit(**u) for u in data.get("ulimits", [])]
         data["mounts"] = [Mount(**m) for m in data.get("mounts", [])]
         data["ports"] = [PortBinding(**p) for p in data.get("ports", [])]
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in records.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -9,12 +9,14 @@ died, a machine that restarted).
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass, field
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from dockyard import records
+from dockyard.records import field, record
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 LIVE_STATUSES = ("running", "restarting", "paused")
@@ -22,8 +24,7 @@ LIVE_STATUSES = ("running", "restarting", "paused")
 
 def now_rfc3339() -> str:
     """UTC now with nanosecond digits, as Docker prints times."""
-    ns = int(datetime.now(UTC).timestamp() * 1e9)
-    return format_ns(ns)
+    return format_ns(time.time_ns())
 
 
 def format_ns(ns: int) -> str:
@@ -46,11 +47,14 @@ def parse_time(text: str) -> float:
             digits += ch
         frac = digits
     base = base.rstrip("Z")
-    moment = datetime.strptime(base[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    # by hand: datetime.strptime loads the _strptime, calendar and locale modules
+    year, month, day = int(base[0:4]), int(base[5:7]), int(base[8:10])
+    hour, minute, second = int(base[11:13]), int(base[14:16]), int(base[17:19])
+    moment = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     return moment.timestamp() + (float(f"0.{frac}") if frac else 0.0)
 
 
-@dataclass
+@record
 class ContainerState:
     status: str = "created"  # created running paused restarting removing exited dead
     pid: int = 0
@@ -68,11 +72,11 @@ class ContainerState:
         return self.status in LIVE_STATUSES
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return records.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ContainerState:
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in records.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -125,7 +129,7 @@ def monitor_is_alive(run_dir: Path) -> bool:
 
 def merge_monitor_state(state: ContainerState, values: dict[str, str]) -> ContainerState:
     """Copy what the monitor wrote over the recorded state."""
-    merged = dataclasses.replace(state)
+    merged = records.replace(state)
     merged.status = values.get("status", merged.status) or merged.status
     for key in ("pid", "exit_code", "restart_count", "monitor_pid"):
         if values.get(key, "").lstrip("-").isdigit():

@@ -17,11 +17,11 @@ import os
 import posixpath
 import stat
 import tempfile
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.images import reference as refmod
+from dockyard.records import field, record
 
 if TYPE_CHECKING:
     import tarfile
@@ -42,7 +42,7 @@ _BLOCK = 512
 # -- save ---------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class _Saved:
     image: Image
     tags: list[refmod.Reference] = field(default_factory=list)
@@ -317,7 +317,7 @@ def _spool(store: ImageStore, fileobj: Readable) -> BinaryIO:
     return spool
 
 
-@dataclass
+@record
 class _Pending:
     image_id: str
     config: dict[str, Any]

@@ -17,7 +17,6 @@ import os
 import stat
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,6 +33,7 @@ from dockyard.images.tarwriter import (  # noqa: F401 - re-exported for callers
     tar_overlay_upper,
     tar_tree,
 )
+from dockyard.records import record
 
 if TYPE_CHECKING:
     import tarfile
@@ -157,7 +157,7 @@ def decompress(stream: Any, compression: str) -> Readable:
     raise InvalidArgument(f"unsupported compression {compression}")
 
 
-@dataclass
+@record
 class UnpackResult:
     diff_id: str  # sha256 of the uncompressed tar
     size: int  # bytes of files and symlink targets, hard links once (Docker's DiffSize)

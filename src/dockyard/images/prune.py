@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound
+from dockyard.records import record
 
 if TYPE_CHECKING:
     from dockyard.images.store import ImageStore
 
 
-@dataclass
+@record
 class PruneReport:
     records: list[tuple[str, str]]
     reclaimed: int

@@ -9,9 +9,9 @@ must be lowercase. Errors carry Docker's wording ("invalid reference format").
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from dockyard.errors import InvalidArgument
+from dockyard.records import record
 
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DEFAULT_DOMAIN = "index.docker.io"
@@ -39,7 +39,7 @@ _DIGEST_RE = re.compile(rf"^{_DIGEST}$")
 INVALID = "invalid reference format"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Reference:
     """A normalized reference: ``domain/path[:tag][@digest]``."""
 

@@ -16,11 +16,11 @@ import shutil
 import sqlite3
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 from dockyard.images import reference as refmod
+from dockyard.records import field, record
 
 if TYPE_CHECKING:
     from dockyard.images.store import ImageStore, LayerRecord
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 _LIVE = ("running", "restarting", "paused")
 
 
-@dataclass
+@record
 class _Doomed:
     """Files to delete once the transaction that unregistered them has committed."""
 
@@ -64,7 +64,7 @@ def _retire_layer_dir(store: ImageStore, diff_id: str, doomed: _Doomed) -> None:
 # -- registration ----------------------------------------------------------------
 
 
-@dataclass
+@record
 class Registration:
     """One image to register: its config (blob already stored), layers and names."""
 
@@ -196,7 +196,7 @@ def discard_unregistered(store: ImageStore, records: list[LayerRecord]) -> None:
 # -- references and conflicts -----------------------------------------------------
 
 
-@dataclass
+@record
 class _Ref:
     kind: str  # "tag" | "digest"
     repository: str  # normalized name
@@ -268,7 +268,7 @@ _HARD = _CHILDREN | _RUNNING
 _SOFT = _ACTIVE_REF | _STOPPED
 
 
-@dataclass
+@record
 class _Conflict:
     image_id: str
     message: str

@@ -12,7 +12,6 @@ from __future__ import annotations
 import builtins
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -20,6 +19,7 @@ from dockyard.config import Paths
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.images import reference as refmod
 from dockyard.images.content import ContentStore
+from dockyard.records import field, record
 
 if TYPE_CHECKING:
     import sqlite3
@@ -54,7 +54,7 @@ FROM images i
 """
 
 
-@dataclass
+@record
 class LayerRecord:
     """A layer as stored: its diff ID, the blob it came as, its unpacked size."""
 
@@ -67,7 +67,7 @@ class LayerRecord:
     new_dir: bool = False  # this ingest unpacked the directory
 
 
-@dataclass
+@record
 class Image:
     id: str  # "sha256:<hex>", the config digest
     tags: list[str]  # normalized: "docker.io/library/busybox:latest"
@@ -99,7 +99,7 @@ class Image:
         return value if isinstance(value, dict) else {}
 
 
-@dataclass
+@record
 class HistoryEntry:
     id: str  # an image ID or "<missing>"
     created: str  # RFC 3339

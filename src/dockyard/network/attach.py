@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from dockyard.ids import new_id
 from dockyard.network import config as netconfig
 from dockyard.network import dnsctl, firewall, gc, ipam, kernel, options, ports, store
 from dockyard.network.store import Endpoint, NetContainer, NetworkRecord
+from dockyard.records import field, record
 
 
 def now_rfc3339() -> str:
@@ -34,7 +34,7 @@ def now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
 
 
-@dataclass
+@record
 class NetworkSetup:
     """What the engine needs to start a container with its networking in place."""
 

@@ -21,12 +21,12 @@ import importlib
 import ipaddress
 import json
 import os
-import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard.config import DEFAULT_ROOT, Paths
 from dockyard.errors import InvalidArgument
+from dockyard.fsutil import which
+from dockyard.records import field, record
 
 IPv4Net = ipaddress.IPv4Network
 
@@ -46,7 +46,7 @@ def sha256_hex(text: str) -> str:
     raise ImportError("no SHA-256 implementation")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Pool:
     """A base network cut into subnets of ``size`` prefix length."""
 
@@ -65,7 +65,7 @@ def _pool(text: str) -> Pool:
     return Pool(net, int(size) if size else net.prefixlen)
 
 
-@dataclass
+@record
 class NetConfig:
     """Resolved network settings for one store."""
 
@@ -148,7 +148,7 @@ def load(paths: Paths) -> NetConfig:
     )
     firewall = os.environ.get("DOCKYARD_FIREWALL") or str(data.get("firewall") or "")
     if not firewall:
-        firewall = "nftables" if shutil.which("nft") else "iptables"
+        firewall = "nftables" if which("nft") else "iptables"
     if firewall not in ("nftables", "iptables"):
         raise InvalidArgument(f"unknown firewall backend {firewall!r}: use nftables or iptables")
     dns = data.get("dns")

@@ -26,21 +26,22 @@ start or stop that changes no rule runs no process.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard.fsutil import which
 from dockyard.network.config import NetConfig
 from dockyard.network.kernel import NetworkError
+from dockyard.records import record
 
 
-@dataclass
+@record
 class BridgeRules:
     bridge: str
     subnet: str
     internal: bool
 
 
-@dataclass
+@record
 class PortRule:
     protocol: str
     host_ip: str  # "" for every host address
@@ -62,12 +63,6 @@ def _status(argv: list[str]) -> int:
     import subprocess
 
     return subprocess.run(argv, capture_output=True).returncode
-
-
-def _which(name: str) -> str | None:
-    import shutil
-
-    return shutil.which(name)
 
 
 def _q(name: str) -> str:
@@ -184,7 +179,7 @@ def _accept_state(bridges: list[BridgeRules]) -> str:
 def _sync_iptables_accept(cfg: NetConfig, bridges: list[BridgeRules]) -> str:
     """Make the accept chain match; the state reached: OPEN when FORWARD does not drop
     (no chain, whatever the bridges), else ``_accept_state`` of what the chain lets by."""
-    iptables = _which("iptables")
+    iptables = which("iptables")
     if not iptables:
         return OPEN
     chain = f"{cfg.iptables_prefix}-FORWARD"
@@ -221,7 +216,7 @@ def _remove_iptables_chains(iptables: str, table: str, chains: dict[str, str]) -
 
 def _iptables_full(cfg: NetConfig, bridges: list[BridgeRules], ports: list[PortRule]) -> None:
     """The same rules with iptables only, for hosts without nft."""
-    iptables = _which("iptables")
+    iptables = which("iptables")
     if not iptables:
         raise NetworkError("neither nft nor iptables is installed: apt-get install nftables")
     p = cfg.iptables_prefix

@@ -8,7 +8,6 @@ runs under one per-store file lock, and ends with a firewall sync from the DB.
 from __future__ import annotations
 
 import builtins
-import calendar
 import re
 import time
 from typing import Any
@@ -337,6 +336,8 @@ def parse_until(value: str) -> float:
         return float(value)
     except ValueError:
         pass
+    import calendar
+
     for fmt in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"):
         try:
             return calendar.timegm(time.strptime(value[: 19 if "T" in fmt else 10], fmt))
@@ -346,6 +347,8 @@ def parse_until(value: str) -> float:
 
 
 def created_ts(net: NetworkRecord) -> float:
+    import calendar
+
     return calendar.timegm(time.strptime(net.created[:19], "%Y-%m-%dT%H:%M:%S"))
 
 

@@ -8,16 +8,16 @@ user-defined networks get the embedded DNS server (on the network's gateway).
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 
+from dockyard import records
 from dockyard.containers.spec import ContainerSpec, PortBinding
 from dockyard.errors import InvalidArgument
+from dockyard.records import field, record
 
 DEFAULT_DNS = ["8.8.8.8", "8.8.4.4"]
 PROTOCOLS = ("tcp", "udp")
@@ -67,7 +67,7 @@ def _split_spec(raw: str) -> tuple[str, str, str]:
 
 
 def _has_range_field() -> bool:
-    return any(f.name == "host_port_end" for f in dataclasses.fields(PortBinding))
+    return any(f.name == "host_port_end" for f in records.fields(PortBinding))
 
 
 def parse_publish(value: str) -> list[PortBinding]:
@@ -231,7 +231,7 @@ def validate_spec(spec: ContainerSpec) -> None:
 # -- /etc/hosts and /etc/resolv.conf -------------------------------------------
 
 
-@dataclass
+@record
 class ResolvConf:
     nameservers: list[str] = field(default_factory=list)
     search: list[str] = field(default_factory=list)

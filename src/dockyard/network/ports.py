@@ -8,7 +8,6 @@ so no process has to hold it).
 
 from __future__ import annotations
 
-import random
 import sqlite3
 from typing import Any
 
@@ -117,6 +116,8 @@ def allocate(
                 candidates = list(range(b.host_port, end + 1))
             else:
                 low, high = ephemeral_range()
+                import random
+
                 start = random.randint(low, high)
                 candidates = list(range(start, high + 1)) + list(range(low, start))
             port = 0

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard.db import Database
+from dockyard.records import field, record
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS networks (
@@ -72,7 +72,7 @@ CREATE INDEX IF NOT EXISTS net_ports_container ON net_ports(container_id)
 """
 
 
-@dataclass
+@record
 class NetworkRecord:
     id: str
     name: str
@@ -102,7 +102,7 @@ class NetworkRecord:
         return int(self.subnet.split("/")[1]) if self.subnet else 0
 
 
-@dataclass
+@record
 class Endpoint:
     network_id: str
     container_id: str
@@ -116,7 +116,7 @@ class Endpoint:
     container_if: str | None = None
 
 
-@dataclass
+@record
 class NetContainer:
     container_id: str
     name: str
@@ -127,7 +127,7 @@ class NetContainer:
     active: bool = False
 
 
-@dataclass
+@record
 class PortRecord:
     container_id: str
     protocol: str

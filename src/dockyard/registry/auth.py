@@ -13,12 +13,12 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from dockyard.errors import DockyardError
+from dockyard.records import field, record
 
 INDEX_SERVER = "https://index.docker.io/v1/"
 DOCKER_HUB_DOMAINS = ("docker.io", "index.docker.io", "registry-1.docker.io")
@@ -39,7 +39,7 @@ class Unauthorized(RegistryError):
     """The registry refused our credentials (or wants some)."""
 
 
-@dataclass
+@record
 class Credentials:
     """What we present to a registry: user and password, or an identity token."""
 
@@ -240,7 +240,7 @@ def erase_credentials(key: str) -> bool:
 _PARAM = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?')
 
 
-@dataclass
+@record
 class Challenge:
     """One parsed ``WWW-Authenticate`` header: ``Bearer realm=...,service=...``."""
 
@@ -265,7 +265,7 @@ def parse_challenges(headers: Iterable[str]) -> list[Challenge]:
     return challenges
 
 
-@dataclass
+@record
 class Token:
     value: str
     expires: float

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from typing import Any
 
 from dockyard.errors import InvalidArgument
+from dockyard.records import record
 from dockyard.registry.auth import RegistryError
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -58,7 +58,7 @@ def sniff_compression(head: bytes) -> str:
     return ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Descriptor:
     media_type: str
     digest: str
@@ -84,7 +84,7 @@ class Descriptor:
         return {"mediaType": self.media_type, "size": self.size, "digest": self.digest}
 
 
-@dataclass
+@record
 class Manifest:
     """A parsed manifest or index, with the exact bytes it came as."""
 
@@ -155,7 +155,7 @@ _ARCH = {
 }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Platform:
     os: str
     architecture: str

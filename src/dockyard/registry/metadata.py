@@ -9,8 +9,9 @@ Docker's v2 metadata service.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from dockyard.records import record
 
 if TYPE_CHECKING:
     from dockyard.db import Database
@@ -30,7 +31,7 @@ CREATE TABLE IF NOT EXISTS registry_blobs (
 _READY = "_registry_blobs_ready"  # set on a Database once its table is known to exist
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BlobInfo:
     diff_id: str
     digest: str

@@ -14,11 +14,11 @@ import json
 import queue
 import sys
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dockyard.errors import DockyardError, NotFound
 from dockyard.images.reference import Reference, parse
+from dockyard.records import record
 from dockyard.registry import metadata
 from dockyard.registry.auth import RegistryError, Unauthorized
 from dockyard.registry.client import CHUNK, RegistryClient
@@ -236,7 +236,7 @@ class _Inline:
         return self._puller._download_layer(self._job)
 
 
-@dataclass
+@record
 class _Job:
     index: int
     desc: Descriptor
@@ -426,14 +426,14 @@ class Puller:
             content.put_bytes(manifest.raw, digest)
 
     def _remember(self, records: list[LayerRecord]) -> None:
-        for record in records:
+        for layer in records:
             metadata.remember(
                 self.store.db,
                 metadata.BlobInfo(
-                    record.diff_id,
-                    record.blob_digest,
-                    record.media_type,
-                    record.blob_size,
+                    layer.diff_id,
+                    layer.blob_digest,
+                    layer.media_type,
+                    layer.blob_size,
                     self.ref.domain,
                     self.ref.path,
                 ),

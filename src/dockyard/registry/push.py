@@ -13,11 +13,11 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dockyard.errors import DockyardError, NotFound
 from dockyard.images.reference import Reference
+from dockyard.records import record
 from dockyard.registry import metadata
 from dockyard.registry.auth import RegistryError, Unauthorized
 from dockyard.registry.client import RegistryClient
@@ -65,7 +65,7 @@ class _ProgressFile:
         return self._f.tell()
 
 
-@dataclass
+@record
 class _Layer:
     record: LayerRecord
     ident: str

@@ -13,11 +13,11 @@ import ipaddress
 import json
 import os
 import ssl
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from dockyard.errors import DockyardError
+from dockyard.records import record
 
 DEFAULT_CERTS_D = "/etc/docker/certs.d"
 SYSTEM_CONFIG = "/etc/dockyard/registries.json"
@@ -97,7 +97,7 @@ def is_insecure(host: str) -> bool:
     return False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Endpoint:
     """One way to reach a registry: a scheme and, for HTTPS, its TLS context."""
 

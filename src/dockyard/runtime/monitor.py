@@ -43,9 +43,10 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from dockyard.records import field, record
 
 if TYPE_CHECKING:
     import socket
@@ -126,7 +127,7 @@ def _build(target: Path) -> str:
     return str(target)
 
 
-@dataclass
+@record
 class MonitorConfig:
     """Everything the monitor is told on its command line (durations in ns)."""
 
@@ -253,7 +254,7 @@ def _last_line(path: str) -> str:
     return lines[-1] if lines else ""
 
 
-@dataclass
+@record
 class MonitorState:
     """The monitor's ``state`` file; times are RFC3339Nano UTC strings ("" if unset)."""
 

@@ -11,19 +11,19 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dockyard.containers.spec import ContainerSpec
 from dockyard.errors import DockyardError, InvalidArgument
+from dockyard.records import field, record
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _MAX_SYMLINKS = 255
 _MAX_ID = 2**31 - 1
 
 
-@dataclass
+@record
 class ProcessSettings:
     """What runs in the container and as whom (``process`` of config.json)."""
 
@@ -37,7 +37,7 @@ class ProcessSettings:
     terminal: bool = False
 
 
-@dataclass
+@record
 class _PasswdEntry:
     name: str
     uid: int
@@ -45,7 +45,7 @@ class _PasswdEntry:
     home: str
 
 
-@dataclass
+@record
 class _GroupEntry:
     name: str
     gid: int

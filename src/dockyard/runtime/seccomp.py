@@ -20,17 +20,17 @@ import errno
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from dockyard.errors import InvalidArgument
+from dockyard.records import record
 
 ALLOW = "SCMP_ACT_ALLOW"
 ERRNO = "SCMP_ACT_ERRNO"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Rule:
     """One syscall rule with Docker's include/exclude conditions."""
 
@@ -396,7 +396,7 @@ def seccomp_section(
 # -- security options ---------------------------------------------------------
 
 
-@dataclass
+@record
 class SecurityOptions:
     no_new_privileges: bool = False
     seccomp: str | None = None  # None: default; "unconfined"; profile JSON text or path

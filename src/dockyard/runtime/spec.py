@@ -10,7 +10,6 @@ built at import, nothing here starts a subprocess, and host state
 
 from __future__ import annotations
 
-import copy
 import errno
 import json
 import os
@@ -262,7 +261,7 @@ def _mounts(
     ordered = sorted(
         extra, key=lambda m: len([p for p in m.get("destination", "").split("/") if p])
     )
-    out.extend(copy.deepcopy(ordered))
+    out.extend({**m, "options": list(m.get("options", []))} for m in ordered)
     return out
 
 
@@ -553,9 +552,12 @@ def generate(
 def write_bundle(bundle_dir: Path, config: dict[str, Any]) -> None:
     """Write ``config.json`` atomically (mode 0600: the env may hold secrets)."""
     bundle_dir.mkdir(parents=True, exist_ok=True)
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".json", dir=bundle_dir)
+    tmp = bundle_dir / f".config.{os.getpid()}.json"
+    try:
+        os.unlink(tmp)  # left by a killed command that had this PID
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(config, f, indent=1)

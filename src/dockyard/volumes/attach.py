@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from dockyard.containers.spec import ContainerSpec, Mount
 from dockyard.errors import DockyardError, InvalidArgument
-from dockyard.volumes import mountops
 from dockyard.volumes.copyup import copy_tree, is_empty_dir, secure_join
 from dockyard.volumes.parse import (
     DEFAULT_PROPAGATION,
@@ -262,6 +261,8 @@ def _ready_volume(
 
 def activate(volume: Volume, data: Path) -> None:
     """Mount a volume that has driver options over its ``_data``, unless it already is."""
+    from dockyard.volumes import mountops
+
     if mountops.is_mountpoint(str(data)):
         return
     opts = volume.options
@@ -305,6 +306,8 @@ def _check_propagation(source: str, propagation: str) -> None:
 
 def _source_mount(source: str) -> tuple[str, list[str]]:
     """The mount point holding ``source`` and its optional mountinfo fields."""
+    from dockyard.volumes import mountops
+
     real = os.path.realpath(source)
     best, best_optional = "/", []
     with open("/proc/self/mountinfo") as f:
@@ -504,6 +507,8 @@ def release(vm: VolumeManager, container_id: str, remove_anonymous: bool) -> Non
         if volume is not None and volume.needs_mount:
             with vm.locked(name):
                 if not volume_users(vm, name, exclude=container_id):
+                    from dockyard.volumes import mountops
+
                     try:
                         mountops.unmount(str(vm.data_dir(name)))
                     except OSError:

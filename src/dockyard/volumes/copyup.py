@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-import shutil
 import stat
 from collections import deque
 from pathlib import Path
@@ -120,6 +119,8 @@ def copy_tree(src: Path, dst: Path) -> None:
                 if stat.S_ISLNK(mode):
                     os.symlink(os.readlink(spath), dpath)
                 elif stat.S_ISREG(mode):
+                    import shutil
+
                     shutil.copyfile(spath, dpath, follow_symlinks=False)
                 else:  # fifo, socket, character or block device
                     os.mknod(dpath, mode, info.st_rdev)

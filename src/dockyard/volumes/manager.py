@@ -17,12 +17,10 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import sqlite3
 import stat
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from dockyard.containers.spec import ContainerSpec, Mount
 from dockyard.db import Database
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 from dockyard.ids import new_id
+from dockyard.records import field, record
 from dockyard.volumes.parse import validate_volume_name
 
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
@@ -62,7 +61,7 @@ CREATE TABLE IF NOT EXISTS container_mounts (
 """
 
 
-@dataclass
+@record
 class Volume:
     name: str
     driver: str
@@ -93,7 +92,7 @@ class Volume:
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _match_labels(labels: dict[str, str], wanted: list[str]) -> bool:
@@ -333,6 +332,8 @@ class VolumeManager:
                 trash = self._detach(name)
                 conn.execute("DELETE FROM volumes WHERE name = ?", (name,))
         if trash is not None:
+            import shutil
+
             shutil.rmtree(trash, ignore_errors=True)
 
     def _detach(self, name: str) -> Path | None:

@@ -8,7 +8,6 @@ the keys are listed in :mod:`dockyard.volumes`.
 
 from __future__ import annotations
 
-import csv
 import os
 import posixpath
 import re
@@ -187,6 +186,8 @@ def parse_mount_flag(value: str) -> Mount:
 
 
 def _parse_mount(value: str) -> Mount:
+    import csv
+
     rows = list(csv.reader([value])) if value else []
     if not rows or not rows[0]:
         raise ValueError("EOF")
