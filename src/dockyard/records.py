@@ -57,6 +57,7 @@ def field(*, default: Any = MISSING, default_factory: Callable[[], Any] = MISSIN
 
 
 @overload
+@dataclass_transform(field_specifiers=(field, Field))
 def record(cls: type[T], /) -> type[T]: ...
 
 
@@ -64,7 +65,6 @@ def record(cls: type[T], /) -> type[T]: ...
 def record(*, frozen: bool = False) -> Callable[[type[T]], type[T]]: ...
 
 
-@dataclass_transform(field_specifiers=(field, Field))
 def record(cls: type[T] | None = None, /, *, frozen: bool = False) -> Any:
     """Make ``cls`` a record: ``@record`` or ``@record(frozen=True)``."""
     if cls is None:
