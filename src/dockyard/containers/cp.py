@@ -25,13 +25,10 @@ from dockyard.containers import rootfs
 from dockyard.errors import DockyardError, InvalidArgument, NotFound, UnsafePath
 from dockyard.fsutil import resolve_in_root
 from dockyard.records import field, record
+from dockyard.volumes import mountops
 
 T = TypeVar("T")
 
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_SLAVE = 0x80000
-CLONE_NEWNS = 0x20000
 # mounts of these kinds hold nothing that docker cp copies
 _VIRTUAL_TYPES = {"proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2", "tmpfs"}
 
@@ -77,32 +74,13 @@ def _with_binds(view: FilesystemView, fn: Callable[[Path], T]) -> T:
                 continue
             if os.path.isdir(source) != os.path.isdir(target):
                 continue
-            _mount(source, os.fspath(target), MS_BIND | MS_REC)
+            mountops.mount(source, os.fspath(target), "", "rbind")
         return fn(root)
-
-
-def _libc() -> Any:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
-    return libc
-
-
-def _mount(source: str | None, target: str, flags: int) -> None:
-    import ctypes
-
-    src = os.fsencode(source) if source is not None else None
-    if _libc().mount(src, os.fsencode(target), None, flags, None) != 0:
-        err = ctypes.get_errno()
-        raise DockyardError(f"mounting {source or target} failed: {os.strerror(err)}")
 
 
 def _in_child_namespace(fn: Callable[[], T]) -> T:
     """Run ``fn`` in a forked child with a mount namespace of its own, whose mounts
     vanish with it; its result or exception comes back through a pipe."""
-    import ctypes
-
     sys.stdout.flush()
     sys.stderr.flush()
     read_end, write_end = os.pipe()
@@ -111,12 +89,7 @@ def _in_child_namespace(fn: Callable[[], T]) -> T:
         os.close(read_end)
         status = 0
         try:
-            libc = _libc()
-            if libc.unshare(CLONE_NEWNS) != 0:
-                raise DockyardError(
-                    f"cannot create a mount namespace: {os.strerror(ctypes.get_errno())}"
-                )
-            _mount(None, "/", MS_REC | MS_SLAVE)
+            mountops.unshare_mounts()
             outcome: tuple[bool, Any] = (True, fn())
         except BaseException as err:  # noqa: BLE001 - every failure goes back to the parent
             outcome = (False, err if isinstance(err, DockyardError) else DockyardError(str(err)))

@@ -1,4 +1,5 @@
-"""mount(2)/umount2(2) for volumes created with driver options (``-o type=.. -o device=..``).
+"""mount(2)/umount2(2) for volumes created with driver options (``-o type=.. -o device=..``),
+and the private mount namespaces that ``docker cp`` works in.
 
 Docker's local driver calls the syscall with mount(8)-style options split into
 flags and filesystem data; so do we, through libc, so that no mount helper
@@ -31,6 +32,7 @@ MS_SHARED = 0x100000
 MS_RELATIME = 0x200000
 MS_STRICTATIME = 0x1000000
 MNT_DETACH = 0x2
+CLONE_NEWNS = 0x20000
 
 # option -> (clear?, flag), as moby/sys/mount's table
 _FLAGS: dict[str, tuple[bool, int]] = {
@@ -115,6 +117,20 @@ def mount(device: str, target: str, fstype: str, options: str) -> None:
         _call(None, target, None, flags | MS_REMOUNT, "")
     if propagation:
         _call(None, target, None, propagation, "")
+
+
+def set_propagation(target: str, option: str) -> None:
+    """Change the propagation of the mount at ``target`` (``rslave``, ``rprivate``...)."""
+    _call(None, target, None, _PROPAGATION[option], "")
+
+
+def unshare_mounts() -> None:
+    """Give this process a mount namespace of its own, whose mounts go with it;
+    mounts made in it no longer reach the host (``rslave`` on ``/``)."""
+    if _libc().unshare(CLONE_NEWNS) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWNS): {os.strerror(err)}")
+    set_propagation("/", "rslave")
 
 
 def unmount(target: str) -> None:
