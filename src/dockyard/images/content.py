@@ -77,9 +77,13 @@ class ContentStore:
         finally:
             writer.abort()
 
-    def writer(self) -> BlobWriter:
-        """An incremental writer, for callers that tee a stream into the store."""
-        return BlobWriter(self)
+    def writer(self, verified_digest: str | None = None) -> BlobWriter:
+        """An incremental writer, for callers that tee a stream into the store.
+
+        ``verified_digest``: the stream checks its own digest by the time it ends (a
+        registry download hashes as it arrives), so the writer does not hash it again.
+        """
+        return BlobWriter(self, verified_digest)
 
     def delete(self, digest: str) -> bool:
         try:
@@ -102,8 +106,9 @@ class ContentStore:
 class BlobWriter:
     """Hashes while writing to a temp file; ``commit`` renames it into the store."""
 
-    def __init__(self, store: ContentStore) -> None:
+    def __init__(self, store: ContentStore, verified_digest: str | None = None) -> None:
         self.store = store
+        self._verified = verified_digest
         import hashlib
         import tempfile
 
@@ -117,12 +122,13 @@ class BlobWriter:
     def write(self, data: bytes) -> None:
         assert self._file is not None, "blob writer already closed"
         self._file.write(data)
-        self._hash.update(data)
+        if self._verified is None:
+            self._hash.update(data)
         self.size += len(data)
 
     @property
     def digest(self) -> str:
-        return f"sha256:{self._hash.hexdigest()}"
+        return self._verified or f"sha256:{self._hash.hexdigest()}"
 
     def commit(self, expected_digest: str | None = None) -> tuple[str, int]:
         """Verify and move into place; an existing blob with that digest is kept."""

@@ -238,6 +238,8 @@ def _unpack(
             if str(err) != "empty file":
                 raise InvalidArgument(f"invalid tar archive: {err}") from None
             end = -1  # an empty stream is an empty layer, as for Docker
+            plain.drain()
+            raw.drain()
         except Exception as err:
             if isinstance(err, DockyardError) or (isinstance(err, OSError) and err.errno):
                 raise

@@ -342,10 +342,13 @@ class ImageStore:
         *,
         expected_diff_id: str | None = None,
         expected_digest: str | None = None,
+        digest_verified: bool = False,
     ) -> LayerRecord:
         """Store a layer blob and unpack it once into ``layers/<diff_id hex>``.
 
         With ``expected_diff_id`` of a layer already stored, the stream is not read.
+        ``digest_verified``: ``fileobj`` itself raises at its end unless its bytes have
+        ``expected_digest`` (a registry download), so they are not hashed twice.
         The layer is registered (and so kept) only by :meth:`create_image`; a caller
         that fails before that should call :meth:`discard_layers`.
         """
@@ -359,11 +362,13 @@ class ImageStore:
             if existing is not None:
                 return existing
         self.paths.ensure()
-        writer = self.content.writer()
+        writer = self.content.writer(expected_digest if digest_verified else None)
         tmpdir = Path(tempfile.mkdtemp(prefix="layer-", dir=self.paths.tmp))
         try:
             os.chmod(tmpdir, 0o755)
             result = unpack(fileobj, tmpdir, tee=writer.write)
+            if digest_verified and fileobj.read(1):  # unpack reads to the end, where it checks
+                raise DockyardError("layer stream was not read to its end")
             if expected_diff_id and result.diff_id != expected_diff_id:
                 raise InvalidArgument(
                     f"invalid diffID for layer: expected {expected_diff_id!r}, "

@@ -280,7 +280,9 @@ class Puller:
         )
         reader = _BlobReader(response, desc, self.progress, self.cancel)
         try:
-            return self.store.ingest_layer(reader, desc.media_type, expected_digest=desc.digest)
+            return self.store.ingest_layer(
+                reader, desc.media_type, expected_digest=desc.digest, digest_verified=True
+            )
         except Cancelled:
             raise
         except (DockyardError, OSError, EOFError) as err:
