@@ -1,9 +1,10 @@
 """A container's filesystem: an overlay of image layers, an init layer and its own upper dir.
 
 ``containers/<id>/`` holds ``upper`` and ``work`` (the container's writable
-layer), ``merged`` (the mount point), ``init`` (Docker's init layer: empty
-mount targets such as /etc/hosts, so runc creates nothing in ``upper``) and
-``lower`` (the image layer list of the last mount, for ``diff``).
+layer), ``merged`` (the mount point) and ``lower`` (the image layer list of the
+last mount, for ``diff``). Docker's init layer (empty mount targets such as
+/etc/hosts, so runc creates nothing in ``upper``) is the same for every
+container, so one ``layers/l/init`` serves them all.
 
 The kernel limits the overlay option string to one page, so image layers are
 named by short symlinks ``layers/l/<12 hex>`` (as Docker's overlay2 does),
@@ -68,26 +69,39 @@ def upper_dir(paths: Paths, container_id: str) -> Path:
 
 
 def prepare(paths: Paths, container_id: str) -> Path:
-    """Create the container's directories and init layer; returns the container dir."""
+    """Create the container's directories; returns the container dir."""
     base = paths.container_dir(container_id)
     base.mkdir(parents=True, exist_ok=True)
     for name in ("upper", "work", "merged"):
         (base / name).mkdir(exist_ok=True)
-    init = base / "init"
-    if not init.exists():
-        tmp = base / "init.tmp"
-        tmp.mkdir(exist_ok=True)
-        for d in _INIT_DIRS:
-            (tmp / d).mkdir(0o755, exist_ok=True)
-        for f in _INIT_FILES:
-            os.close(os.open(tmp / f, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o755))
-        for link, target in _INIT_LINKS:
-            try:
-                os.symlink(target, tmp / link)
-            except FileExistsError:
-                pass
-        os.rename(tmp, init)
     return base
+
+
+def init_layer(paths: Paths) -> Path:
+    """Docker's init layer, made once per store and shared by every container: the
+    same empty mount targets for all, so runc never creates them in an upper dir."""
+    init = paths.layers / "l" / "init"
+    if init.is_dir():
+        return init
+    init.parent.mkdir(parents=True, exist_ok=True)
+    tmp = init.with_name(f"init.{os.getpid()}.tmp")
+    tmp.mkdir(exist_ok=True)
+    for d in _INIT_DIRS:
+        (tmp / d).mkdir(0o755, exist_ok=True)
+    for f in _INIT_FILES:
+        os.close(os.open(tmp / f, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o755))
+    for link, target in _INIT_LINKS:
+        try:
+            os.symlink(target, tmp / link)
+        except FileExistsError:
+            pass
+    try:
+        os.rename(tmp, init)
+    except OSError:  # another command made it first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return init
 
 
 def short_link(paths: Paths, layer_dir: Path) -> str | None:
@@ -128,8 +142,9 @@ def mount(paths: Paths, container_id: str, lower_dirs: list[Path]) -> Path:
     merged = base / "merged"
     if is_mounted(paths, container_id):
         return merged
-    if not (base / "init").is_dir() or not merged.is_dir():
+    if not merged.is_dir():
         prepare(paths, container_id)
+    init_layer(paths)
     # Every path goes through an fd (/dev/fd/N/...): short enough for Docker's 125
     # layers in one page, and no chdir (other threads may rely on the cwd).
     (paths.layers / "l").mkdir(parents=True, exist_ok=True)
@@ -147,7 +162,7 @@ def mount(paths: Paths, container_id: str, lower_dirs: list[Path]) -> Path:
             (paths.layers / "l" / "empty").mkdir(exist_ok=True)
             lowers.append(links + "empty")
         _write_if_changed(base / "lower", "".join(f"{os.fspath(p)}\n" for p in lower_dirs))
-        lowerdir = ":".join([here + "init", *lowers])
+        lowerdir = ":".join([links + "init", *lowers])
         options = f"lowerdir={lowerdir},upperdir={here}upper,workdir={here}work"
         extra = ",index=off,redirect_dir=off,metacopy=off"
         if len(options) + len(extra) >= PAGE_LIMIT:
@@ -239,7 +254,7 @@ def changes(
     upper = os.fspath(base / "upper")
     if lower_dirs is None:
         lower_dirs = lower_dirs_of(paths, container_id)
-    layers = [base / "init", *reversed(lower_dirs)]
+    layers = [init_layer(paths), *reversed(lower_dirs)]
     result: dict[str, str] = {}
     changed_dirs: set[str] = set()
 
