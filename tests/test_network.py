@@ -31,6 +31,7 @@ from dockyard.ids import new_id
 from dockyard.network import options
 from dockyard.network.manager import NetworkManager
 from dockyard.network.options import parse_add_host, parse_publish
+from dockyard.network.store import NetworkRecord
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 REPO = Path(__file__).resolve().parent.parent
@@ -488,10 +489,10 @@ def test_cleanup_stale_and_nothing_left(mgr: NetworkManager) -> None:
             {},
         )
         cids.append(cid)
-    assert _dns_running(mgr, net.id)
+    assert _dns_running(mgr, net)
     assert sorted(mgr.cleanup_stale(lambda cid: False)) == sorted(cids)
     assert mgr.cleanup_stale(lambda cid: False) == []
-    assert not _dns_running(mgr, net.id)
+    assert not _dns_running(mgr, net)
     mgr.remove("stale")
     assert _kernel_objects(mgr)["netns"] == []
     mgr.destroy_all()  # the default bridge stays until then, as docker0 does
@@ -514,7 +515,7 @@ def test_sweep_orphans_of_deleted_store(mgr: NetworkManager, tmp_path: Path) -> 
         net = lost.create("lostnet")
         cid = new_id()
         setup = lost.prepare(cid, "c", ContainerSpec(image="x", network_mode="lostnet"), {})
-        assert setup.netns_path and _dns_running(lost, net.id)
+        assert setup.netns_path and _dns_running(lost, net)
         assert gc.sweep_orphans() == []  # its database still exists
         db.close()
         other.db.unlink()
@@ -525,9 +526,9 @@ def test_sweep_orphans_of_deleted_store(mgr: NetworkManager, tmp_path: Path) -> 
         )
         assert not os.path.ismount(setup.netns_path)
         deadline = time.monotonic() + 5
-        while _dns_running(lost, net.id) and time.monotonic() < deadline:
+        while _dns_running(lost, net) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _dns_running(lost, net.id)
+        assert not _dns_running(lost, net)
     finally:
         db.close()
         subprocess.run(["umount", "-l", str(other.runroot / "netns")], capture_output=True)
@@ -569,10 +570,12 @@ def _free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
-def _dns_running(mgr: NetworkManager, network_id: str) -> bool:
+def _dns_running(mgr: NetworkManager, net: NetworkRecord) -> bool:
+    """Whether the store's DNS server runs and serves ``net`` (listens on its gateway)."""
     from dockyard.network import dnsctl
 
-    return dnsctl.running(mgr.state_dir / f"dns-{network_id[:12]}.pid", network_id)
+    assert net.gateway
+    return dnsctl.running(mgr.dns_pidfile, mgr.paths.db) and dnsctl.listening(net.gateway)
 
 
 def _veths(mgr: NetworkManager, cids: list[str]) -> list[str]:

@@ -60,7 +60,7 @@ def test_dns_on_user_network(mgr: NetworkManager) -> None:
         # over TCP too, straight from the host
         reply = _tcp_query(net.gateway, "database")
         assert socket.inet_aton(db_ip) in reply and reply[3] & 0x0F == 0
-    assert not _dns_running(mgr, net.id)
+    assert not _dns_running(mgr, net)
 
 
 def test_dns_follows_churn(mgr: NetworkManager) -> None:
@@ -295,3 +295,26 @@ def _fake_upstream(address: str) -> _Upstream | None:
         sock.close()
         return None
     return _Upstream(sock)
+
+
+def test_one_dns_server_serves_every_network(mgr: NetworkManager) -> None:
+    """One process per store, listening on the gateway of each network in use."""
+    from dockyard.network import dnsctl
+
+    first = mgr.create("first", subnet="10.236.0.0/24")
+    second = mgr.create("second", subnet="10.237.0.0/24")
+    with container(mgr, "a", network_mode="first") as (_, a):
+        pid = int(mgr.dns_pidfile.read_text())
+        with container(mgr, "b", network_mode="second") as (_, b):
+            assert int(mgr.dns_pidfile.read_text()) == pid  # the same server
+            a_ip = a.settings["Networks"]["first"]["IPAddress"]
+            b_ip = b.settings["Networks"]["second"]["IPAddress"]
+            assert _lookup(a.netns_path, "a", "10.236.0.1") == [a_ip]
+            assert _lookup(b.netns_path, "b", "10.237.0.1") == [b_ip]
+            assert _lookup(b.netns_path, "a", "10.237.0.1") == []  # other network's names
+        assert not _dns_running(mgr, second) and _dns_running(mgr, first)
+        assert _lookup(a.netns_path, "a", "10.236.0.1") == [a_ip]
+    deadline = time.monotonic() + 5  # no network needs it: it exits
+    while dnsctl.running(mgr.dns_pidfile, mgr.paths.db) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not dnsctl.running(mgr.dns_pidfile, mgr.paths.db)

@@ -77,8 +77,9 @@ class Attacher:
     def netns_path(self, container_id: str) -> Path:
         return self.paths.runroot / "netns" / container_id
 
-    def _dns_pidfile(self, network_id: str) -> Path:
-        return self.state_dir / f"dns-{network_id[:12]}.pid"
+    @property
+    def dns_pidfile(self) -> Path:
+        return self.state_dir / "dns.pid"
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -300,17 +301,18 @@ class Attacher:
 
     def _start_dns(self, net: NetworkRecord) -> None:
         assert net.gateway
-        dnsctl.start(
-            pidfile=self._dns_pidfile(net.id),
+        dnsctl.serve(
+            pidfile=self.dns_pidfile,
             db=self.paths.db,
-            network_id=net.id,
             address=net.gateway,
             resolv=self.cfg.resolv_conf,
-            log=self.state_dir / f"dns-{net.id[:12]}.log",
+            log=self.state_dir / "dns.log",
         )
 
-    def _stop_dns(self, network_id: str) -> None:
-        dnsctl.stop(self._dns_pidfile(network_id), network_id)
+    def _stop_dns(self, net: NetworkRecord) -> None:
+        """The network lost its last running container (or is going away)."""
+        if net.gateway:
+            dnsctl.release(self.dns_pidfile, self.paths.db, net.gateway)
 
     def _after_detach(self, network_ids: set[str]) -> None:
         """Stop the DNS servers that no running container needs any more.
@@ -323,7 +325,7 @@ class Attacher:
             if net is None or any(e.ip for e in store.endpoints(self.db.conn, network_id=net_id)):
                 continue
             if not net.builtin:
-                self._stop_dns(net_id)
+                self._stop_dns(net)
 
     def attach_live(self, nc: NetContainer, net: NetworkRecord, ep: Endpoint) -> None:
         """Connect a running container: a new interface in its namespace."""
@@ -553,8 +555,8 @@ class Attacher:
         with self.lock():
             for cid in store.active_containers(self.db.conn):
                 self._teardown_locked(cid)
+            dnsctl.stop(self.dns_pidfile, self.paths.db)
             for net in store.networks(self.db.conn):
-                self._stop_dns(net.id)
                 if net.bridge:
                     kernel.delete_link(net.bridge)
             firewall.forget_cache(self._ruleset_cache)

@@ -1,4 +1,9 @@
-"""Starting and stopping a network's embedded DNS server process."""
+"""The store's embedded DNS server process: start it, point it at a network, stop it.
+
+One server serves every user-defined network of a store (see ``dns.py``); SIGHUP
+makes it re-read the store, and these functions wait until it listens, or no
+longer listens, where the caller needs.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,20 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from dockyard.network.kernel import NetworkError
 
 
-def _pid_of(pidfile: Path, network_id: str) -> int | None:
-    """The server's PID if it is alive and really ours (its command line names the network)."""
+def _pid_of(pidfile: Path, db: Path) -> int | None:
+    """The server's PID if it is alive and really ours (its command line names the store)."""
     try:
         pid = int(pidfile.read_text().strip())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
-    if b"dockyard.network.dns" in cmdline and network_id.encode() in cmdline:
+    if b"dockyard.network.dns" in cmdline and os.fsencode(db) in cmdline and _alive(pid):
         return pid
     return None
 
@@ -32,16 +38,69 @@ def _alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-def running(pidfile: Path, network_id: str) -> bool:
-    return _pid_of(pidfile, network_id) is not None
+def running(pidfile: Path, db: Path) -> bool:
+    return _pid_of(pidfile, db) is not None
 
 
-def start(
-    *, pidfile: Path, db: Path, network_id: str, address: str, resolv: str, log: Path
-) -> None:
-    """Start the server unless it runs; returns once it listens."""
-    if running(pidfile, network_id):
+def listening(address: str) -> bool:
+    """Whether something accepts TCP connections on ``address``:53."""
+    import socket
+
+    try:
+        with socket.create_connection((address, 53), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def serve(*, pidfile: Path, db: Path, address: str, resolv: str, log: Path) -> None:
+    """Make the store's server listen on ``address`` (starting it if none runs)."""
+    pid = _pid_of(pidfile, db)
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            pass
+        _wait_for(lambda: listening(address) or not _alive(pid), 5)
+        if listening(address):
+            return
+        if _alive(pid):
+            raise NetworkError(f"the embedded DNS server does not answer on {address}:53")
+        _reap(pid)  # it was exiting (its last network had just gone): start a new one
+    _start(pidfile=pidfile, db=db, address=address, resolv=resolv, log=log)
+
+
+def release(pidfile: Path, db: Path, address: str) -> None:
+    """Tell the server to re-read the store, once ``address``'s network has no running
+    container; returns when it no longer listens there (or has exited)."""
+    pid = _pid_of(pidfile, db)
+    if pid is None:
         return
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        return
+    _wait_for(lambda: not _alive(pid) or not listening(address), 3)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    try:  # when this process started it
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _start(*, pidfile: Path, db: Path, address: str, resolv: str, log: Path) -> None:
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     argv = [
         sys.executable,
@@ -49,8 +108,6 @@ def start(
         "dockyard.network.dns",
         "--db",
         str(db),
-        "--network",
-        network_id,
         "--address",
         address,
         "--resolv",
@@ -98,9 +155,9 @@ def start(
     proc.returncode = 0  # detached on purpose: no ResourceWarning when this object dies
 
 
-def stop(pidfile: Path, network_id: str) -> None:
+def stop(pidfile: Path, db: Path) -> None:
     """Stop the server if it runs; quiet when it does not."""
-    pid = _pid_of(pidfile, network_id)
+    pid = _pid_of(pidfile, db)
     if pid is not None:
         try:
             os.kill(pid, signal.SIGTERM)

@@ -156,7 +156,7 @@ class NetworkManager(Attacher):
             with self.db.transaction() as conn:
                 conn.execute("DELETE FROM net_endpoints WHERE network_id = ?", (net.id,))
                 conn.execute("DELETE FROM networks WHERE id = ?", (net.id,))
-            self._stop_dns(net.id)
+            self._stop_dns(net)
             kernel.delete_link(net.bridge or "")
             self.sync_firewall()
         return net
