@@ -508,3 +508,37 @@ def test_exec_run_and_wait(dy: Any, busybox_image: str, tmp_path: Path) -> None:
         compose("start", "svc")
         state = compose("ps", "--format", "{{.Service}} {{.State}}").stdout
         assert "svc running" in state
+
+
+def test_recreate_keeps_anonymous_volumes(dy: Any, busybox_image: str, tmp_path: Path) -> None:
+    """As Compose: a recreated service keeps its anonymous volumes (an image VOLUME, as a
+    database image declares, or a bare ``- /path``), unless ``up -V``; ``down -v`` removes them."""
+    dy("commit", "--change", "VOLUME /var/lib/db", dy("create", busybox_image).stdout.strip(),
+       "dbimage:latest", check=True)  # fmt: skip
+    proj = tmp_path / "keepdata"
+    compose_file = """\
+        services:
+          db:
+            image: dbimage:latest
+            command: ["sh", "-c", "test -f /var/lib/db/x || echo ${GEN:-1} > /var/lib/db/x; sleep 300"]
+            environment: {GEN: "${GEN:-1}"}
+            volumes: ["/scratch"]
+            stop_grace_period: 1s
+        """
+    write(proj / "compose.yaml", compose_file)
+    with project(dy, proj) as compose:
+        compose("up", "-d")
+        eventually(lambda: compose("exec", "-T", "db", "cat", "/var/lib/db/x").stdout == "1\n")
+        compose("exec", "-T", "db", "touch", "/scratch/mark")
+        before = container_ids(dy)["keepdata-db-1"]
+        write(proj / ".env", "GEN=2\n")
+        compose("up", "-d")
+        assert container_ids(dy)["keepdata-db-1"] != before  # recreated
+        assert compose("exec", "-T", "db", "cat", "/var/lib/db/x").stdout == "1\n"  # kept
+        assert compose("exec", "-T", "db", "ls", "/scratch").stdout == "mark\n"
+        write(proj / ".env", "GEN=3\n")
+        compose("up", "-d", "-V")
+        eventually(lambda: compose("exec", "-T", "db", "cat", "/var/lib/db/x").stdout == "3\n")
+        compose("down", "-v")
+    dangling = dy("volume", "ls", "-q", "--filter", "dangling=true", check=True).stdout.split()
+    assert len(dangling) == 2  # the two that -V replaced; down -v removed the current ones

@@ -82,6 +82,7 @@ def _configure_sub(sub: str, p: argparse.ArgumentParser) -> None:
         a("--no-build", action="store_true")
         a("--force-recreate", action="store_true")
         a("--no-recreate", action="store_true")
+        a("-V", "--renew-anon-volumes", action="store_true")
         a("--remove-orphans", action="store_true")
         a("--scale", action="append", default=[])
         a("--pull", choices=["always", "missing", "never", "build"])

@@ -87,6 +87,7 @@ def _up_options(ns: argparse.Namespace, *, start: bool) -> Any:
         timeout=getattr(ns, "timeout", None),
         quiet_pull=ns.quiet_pull,
         wait_timeout=getattr(ns, "wait_timeout", None),
+        renew_anon_volumes=ns.renew_anon_volumes,
     )
 
 

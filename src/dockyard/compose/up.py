@@ -32,6 +32,7 @@ class UpOptions:
     services: list[str] | None = None
     no_deps: bool = False
     recreate: str = "diverged"  # diverged | force | never
+    renew_anon_volumes: bool = False  # -V: recreated containers get fresh anonymous volumes
     start: bool = True
     build: str = "auto"  # auto | always | never
     pull: str | None = None  # --pull: always | missing | never (else each pull_policy)
@@ -219,9 +220,15 @@ class Converger:
         manager.stop(old, self.opts.timeout)
         aside = f"{old.id[:12]}_{old.name}"
         manager.rename(old, aside)
+        new: Container | None = None
         try:
             new = self._create(wctx, name, resources.number_of(old))
+            if not self.opts.renew_anon_volumes:  # Compose keeps them: a database's data
+                image = wctx.images.get(new.image_id)
+                manager.volumes.inherit_anonymous(old.id, new.id, new.spec, image.config)
         except BaseException:
+            if new is not None:
+                manager.remove(manager.get(new.id), force=True)
             manager.rename(manager.get(old.id), old.name)
             raise
         manager.remove(manager.get(old.id), force=True)

@@ -477,6 +477,37 @@ def volumes_from_mounts(
 # -- removal ------------------------------------------------------------------------------
 
 
+def inherit_anonymous(
+    vm: VolumeManager, old_id: str, new_id: str, spec: ContainerSpec, image_config: dict[str, Any]
+) -> list[str]:
+    """Hand ``old_id``'s anonymous volumes to ``new_id`` where the new container has an
+    anonymous mount (its own ``-v /path`` or an image VOLUME) at the same destination,
+    as Compose does when it recreates a container: a database's data survives a config
+    change. They stay anonymous (``rm -v`` removes them with the new container).
+    Returns the destinations taken over."""
+    if not vm.has_schema():
+        return []
+    plan = plan_mounts(spec.mounts, [], image_volume_targets(image_config))
+    wanted = {m.target for m in plan if m.type == "volume" and not m.source}
+    taken: list[str] = []
+    with vm.db.transaction() as conn:
+        rows = conn.execute(
+            "SELECT destination, name, populated FROM volume_refs "
+            "WHERE container_id = ? AND anonymous = 1",
+            (old_id,),
+        ).fetchall()
+        for destination, name, populated in rows:
+            if destination not in wanted:
+                continue
+            conn.execute(
+                "INSERT OR REPLACE INTO volume_refs "
+                "(container_id, destination, name, anonymous, populated) VALUES (?, ?, ?, 1, ?)",
+                (new_id, destination, name, populated),
+            )
+            taken.append(destination)
+    return taken
+
+
 def release(vm: VolumeManager, container_id: str, remove_anonymous: bool) -> None:
     """Drop the container's references; unmount driver-option volumes nobody else uses.
 

@@ -423,6 +423,15 @@ class VolumeManager:
 
         return attach.mounts_for_inspect(self, container_id, spec)
 
+    def inherit_anonymous(
+        self, old_id: str, new_id: str, spec: ContainerSpec, image_config: dict[str, Any]
+    ) -> builtins.list[str]:
+        """A recreated container keeps its predecessor's anonymous volumes; see
+        :func:`attach.inherit_anonymous`."""
+        from dockyard.volumes import attach
+
+        return attach.inherit_anonymous(self, old_id, new_id, spec, image_config)
+
     def volumes_from_mounts(
         self, container_id: str, spec: ContainerSpec, mode: str = "rw"
     ) -> builtins.list[Mount]:
