@@ -752,3 +752,17 @@ def test_copy_exclude(dy: Runner, busybox_image: str, tmp_path: Path) -> None:
     build(dy, ctx, "-t", "excluded")
     out = dy("run", "--rm", "excluded", "find", "/x", check=True).stdout.split()
     assert sorted(out) == ["/x", "/x/a.txt"]
+
+
+def test_run_writes_below_a_volume_stay_in_the_image(
+    dy: Runner, busybox_image: str, dockyard_env: dict[str, str], tmp_path: Path
+) -> None:
+    """As BuildKit: a RUN mounts none of the image's VOLUMEs, so what it writes there is
+    in its layer (the classic builder threw it away), and a later container's anonymous
+    volume is filled from it."""
+    dockerfile = "FROM busybox\nVOLUME /data\nRUN mkdir -p /data && echo seed > /data/seed\n"
+    ctx = write(tmp_path / "ctx", {"Dockerfile": dockerfile})
+    build(dy, ctx, "-t", "seeded", "--network", "none")
+    out = dy("run", "--rm", "seeded", "cat", "/data/seed", check=True).stdout
+    assert out == "seed\n"
+    assert dy("volume", "ls", "-q", check=True).stdout == ""  # --rm took the anonymous one

@@ -143,6 +143,7 @@ def run_step(
         mounts=list(req.mounts),
         log_config=LogConfig(max_size=1024 * 1024, max_file=1),
         labels={"com.dockyard.build": "1"},
+        image_volumes="ignore",  # as BuildKit: a RUN's writes below a VOLUME stay in its layer
     )
     container = manager.create(spec, image)
     eng.active.add(container.id)
@@ -169,11 +170,10 @@ def run_step(
             raise Cancelled("build cancelled")
         if code != 0:
             raise StepFailed(req.display, code)
-        volumes = list((image.config.get("config") or {}).get("Volumes") or {})
         exclude = _created_mount_points(
             rootfs.upper_dir(eng.paths, container.id),
             eng.ctx.images.layer_dirs(image),
-            [*volumes, *req.mount_targets],
+            list(req.mount_targets),
         )
         stream = rootfs.commit_layer(eng.paths, container.id, exclude)
         try:
@@ -195,8 +195,8 @@ def run_step(
 
 
 def _created_mount_points(upper: Path, lowers: list[Path], volumes: list[str]) -> list[str]:
-    """Directories the engine created only as mount points (the image's VOLUMEs, RUN
-    --mount targets): left out of the layer, as BuildKit does (it mounts no volumes)."""
+    """Directories the engine created only as mount points (RUN --mount targets): left
+    out of the layer, as BuildKit does. The image's VOLUMEs are not mounted at all."""
     out: list[str] = []
     for volume in volumes:
         parts = [p for p in volume.split("/") if p]

@@ -119,6 +119,9 @@ class ContainerSpec:
     extra_hosts: list[str] = field(default_factory=list)  # "name:ip"
     mounts: list[Mount] = field(default_factory=list)
     volumes_from: list[str] = field(default_factory=list)
+    # the image's VOLUMEs: "anonymous" volumes, as Docker; "ignore" (Podman's
+    # --image-volume ignore) for build steps, whose writes there stay in the layer
+    image_volumes: str = "anonymous"
     annotations: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -95,6 +95,12 @@ def image_volume_targets(image_config: dict[str, Any]) -> list[str]:
     return [clean_path("/" + t.lstrip("/")) for t in sorted(_image_volumes(image_config))]
 
 
+def _image_targets(spec: ContainerSpec, image_config: dict[str, Any]) -> list[str]:
+    if spec.image_volumes == "ignore":
+        return []
+    return image_volume_targets(image_config)
+
+
 def _yields(mount: Mount) -> bool:
     """An anonymous ``-v /path`` (or image VOLUME) gives way to any other mount there."""
     return mount.type == "volume" and not mount.source and mount.options.get("origin") != "mount"
@@ -137,7 +143,7 @@ def prepare_mounts(
     Call after the rootfs is mounted and before the runtime starts. Raises a
     DockyardError (exit 125) with Docker's message when a mount cannot be made.
     """
-    plan = plan_mounts(spec.mounts, volumes_from_mounts, image_volume_targets(image_config))
+    plan = plan_mounts(spec.mounts, volumes_from_mounts, _image_targets(spec, image_config))
     for mount in plan:
         if mount.type == "volume" and not mount.source:
             path = secure_join(rootfs, mount.target)
@@ -487,7 +493,7 @@ def inherit_anonymous(
     Returns the destinations taken over."""
     if not vm.has_schema():
         return []
-    plan = plan_mounts(spec.mounts, [], image_volume_targets(image_config))
+    plan = plan_mounts(spec.mounts, [], _image_targets(spec, image_config))
     wanted = {m.target for m in plan if m.type == "volume" and not m.source}
     taken: list[str] = []
     with vm.db.transaction() as conn:
