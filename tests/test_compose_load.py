@@ -258,6 +258,66 @@ def test_extends(tmp_path: Path) -> None:
     assert project.services["worker"]["environment"]["LEVEL"] == "web"
 
 
+def test_include(tmp_path: Path) -> None:
+    """compose-spec's include: each application loaded on its own (paths, .env), its
+    resources copied in, nested includes too, conflicting definitions refused."""
+    write(tmp_path / "db/.env", "DB_TAG=15\nPORT=1\n")
+    write(
+        tmp_path / "db/compose.yaml",
+        """\
+        include: [../cache/compose.yaml]
+        services:
+          db:
+            image: postgres:${DB_TAG}
+            ports: ["${PORT}:5432"]
+            volumes: ["./init:/docker-entrypoint-initdb.d", "pgdata:/var/lib/postgresql/data"]
+            env_file: [db.env]
+        volumes:
+          pgdata:
+        secrets:
+          pw: {file: ./pw.txt}
+        """,
+    )
+    write(tmp_path / "db/db.env", "A=1\n")
+    write(tmp_path / "cache/compose.yaml", "services:\n  cache:\n    image: redis\n")
+    write(
+        tmp_path / "compose.yaml",
+        """\
+        include:
+          - db/compose.yaml
+        services:
+          app:
+            image: app
+            depends_on: [db, cache]
+        """,
+    )
+    project = load(tmp_path, environ={"PORT": "6543"})  # the local environment wins
+    db = project.services["db"]
+    assert db["image"] == "postgres:15"  # from db/.env
+    assert db["ports"][0]["published"] == "6543"
+    assert db["volumes"][0]["source"] == str(tmp_path / "db/init")  # its own directory
+    assert set(project.services) == {"app", "db", "cache"}
+    assert "pgdata" in project.volumes
+    write(
+        tmp_path / "compose.yaml",
+        """\
+        include:
+          - path: db/compose.yaml
+            env_file: other.env
+        services:
+          cache:
+            image: memcached
+        """,
+    )
+    write(tmp_path / "other.env", "DB_TAG=16\nPORT=2\n")
+    with pytest.raises(DockyardError, match="services.cache conflicts with imported resource"):
+        load(tmp_path)
+    write(
+        tmp_path / "compose.yaml", "include:\n  - path: db/compose.yaml\n    env_file: other.env\n"
+    )
+    assert load(tmp_path).services["db"]["image"] == "postgres:16"
+
+
 # -- profiles and dependencies --------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from dockyard.compose.model import Project
 from dockyard.compose.normalize import normalize_project
 from dockyard.compose.yamlfile import ComposeFileError, Mark, load_yaml
 from dockyard.errors import InvalidArgument
-from dockyard.records import field, record
+from dockyard.records import field, record, replace
 
 FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 OVERRIDE_NAMES = (
@@ -236,6 +236,73 @@ def rebase_paths(service: dict[str, Any], directory: str) -> dict[str, Any]:
     return out
 
 
+_RESOURCES = ("services", "networks", "volumes", "secrets", "configs")
+
+
+def _included(
+    opts: LoadOptions,
+    items: list[Any],
+    base_dir: str,
+    environ: dict[str, str],
+    chain: tuple[str, ...],
+) -> dict[str, Any]:
+    """The resources of the Compose applications in ``include`` (compose-spec 14).
+
+    Each is loaded on its own: its files merged, relative paths resolved against its
+    own project directory (default: its first file's), variables from its env files
+    (default: that directory's .env) under the including project's environment.
+    Its own ``include`` applies too.
+    """
+    imported: dict[str, Any] = {}
+    for item in items:
+        if isinstance(item, str):
+            item = {"path": item}
+        paths = [os.path.abspath(os.path.join(base_dir, p)) for p in merge.as_list(item["path"])]
+        for path in paths:
+            if path in chain:
+                raise InvalidArgument(f"include cycle: {' -> '.join([*chain, path])}")
+        project_dir = (
+            os.path.abspath(os.path.join(base_dir, item["project_directory"]))
+            if item.get("project_directory")
+            else os.path.dirname(paths[0])
+        )
+        env_files = [
+            os.path.abspath(os.path.join(base_dir, e)) for e in merge.as_list(item.get("env_file"))
+        ]
+        sub_opts = replace(opts, env_files=env_files, environ=environ, cwd=base_dir)
+        sub_environ, _ = _bootstrap_env(sub_opts, project_dir)
+        reader = _Reader(opts, sub_environ)
+        model: dict[str, Any] = {}
+        for path in paths:
+            loaded = reader.load(path, project_dir)
+            reader.resolve_extends(loaded)
+            model = merge.merge_documents(model, loaded.data)
+        model = merge.strip_markers(model)
+        nested = model.pop("include", None) or []
+        services = model.get("services") or {}
+        model["services"] = {n: rebase_paths(svc or {}, project_dir) for n, svc in services.items()}
+        for kind in ("secrets", "configs"):
+            for value in (model.get(kind) or {}).values():
+                if isinstance(value, dict) and value.get("file"):
+                    value["file"] = os.path.join(project_dir, value["file"])
+        if nested:
+            _import(model, _included(opts, nested, project_dir, environ, (*chain, *paths)))
+        _import(imported, model)
+    return imported
+
+
+def _import(model: dict[str, Any], imported: dict[str, Any]) -> None:
+    """Copy included resources in; a name defined differently on both sides is an error."""
+    for kind in _RESOURCES:
+        for name, value in (imported.get(kind) or {}).items():
+            current = model.get(kind)
+            if current is None:
+                current = model[kind] = {}
+            if name in current and current[name] != value:
+                raise InvalidArgument(f"{kind}.{name} conflicts with imported resource")
+            current[name] = value
+
+
 def _nearest_mark(marks: dict[str, Mark], path: str) -> Mark | None:
     while path:
         if path in marks:
@@ -262,11 +329,15 @@ def load_project(opts: LoadOptions) -> Project:
     environ, env_files = _bootstrap_env(opts, project_dir)
     reader = _Reader(opts, environ)
     model: dict[str, Any] = {}
+    includes: list[Any] = []
     for path in files:
         loaded = reader.load(path, project_dir)
         reader.resolve_extends(loaded)
+        includes.extend(merge.strip_markers(loaded.data.pop("include", None)) or [])
         model = merge.merge_documents(model, loaded.data)
     model = merge.strip_markers(model)
+    if includes:  # after the merge, so that conflicts with any of the files show
+        _import(model, _included(opts, includes, project_dir, environ, tuple(files)))
     if opts.project_name:
         name = check_project_name(opts.project_name)
     elif environ.get("COMPOSE_PROJECT_NAME"):

@@ -568,11 +568,21 @@ _FILE_OBJECT = Obj(
     }
 )
 
+_INCLUDE = List(
+    OneOf(
+        STR,
+        Obj(
+            {"path": STR_OR_LIST, "project_directory": STR, "env_file": STR_OR_LIST},
+            required=("path",),
+        ),
+    )
+)
+
 COMPOSE_FILE = Obj(
     {
         "version": STR,
         "name": Str(pattern=r"[a-z0-9][a-z0-9_-]*"),
-        "include": ANY,
+        "include": _INCLUDE,
         "services": nullable(Map(nullable(SERVICE), SERVICE_NAME, "service name")),
         "networks": nullable(Map(NETWORK, RESOURCE_NAME, "network name")),
         "volumes": nullable(Map(VOLUME, RESOURCE_NAME, "volume name")),
