@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from dockyard.config import Paths
     from dockyard.db import Database
     from dockyard.images.store import Image, ImageStore
 
@@ -61,3 +62,44 @@ class BuildCache:
     def clear(self) -> int:
         with self.db.transaction() as conn:
             return int(conn.execute("DELETE FROM build_cache").rowcount)
+
+    def only_cached(self) -> list[str]:
+        """The cached images nothing else keeps: untagged, no children, no container."""
+        out = []
+        for _key, image_id in self.entries():
+            try:
+                image = self.images.get(image_id)
+            except Exception:  # noqa: BLE001 - gone already: nothing to count
+                continue
+            if image.tags or image.repo_digests or self.images.children(image_id):
+                continue
+            if self.db.query("SELECT 1 FROM containers WHERE image_id = ? LIMIT 1", (image_id,)):
+                continue
+            out.append(image_id)
+        return out
+
+
+def prune(db: Database, images: ImageStore, paths: Paths) -> tuple[list[str], int]:
+    """``builder prune``: forget every cache entry and remove the images only the cache
+    kept, the checksum cache and RUN --mount=type=cache dirs; (keys, bytes freed)."""
+    from dockyard.build.context import ChecksumCache
+    from dockyard.build.runmounts import prune_cache_mounts
+    from dockyard.build.steps import cleanup_stale_rootfs
+    from dockyard.errors import DockyardError
+
+    cache = BuildCache(db, images)
+    entries = cache.entries()
+    removable = cache.only_cached()
+    cache.clear()
+    ChecksumCache(db).clear()
+    cleanup_stale_rootfs(paths)
+    deleted = False
+    for image_id in reversed(removable):
+        try:
+            images.remove(image_id, force=False, prune=True)
+            deleted = True
+        except DockyardError:
+            continue
+    reclaimed = images.gc() if deleted else 0
+    reclaimed += prune_cache_mounts(paths.root)
+    return [key for key, _ in entries], reclaimed

@@ -122,54 +122,21 @@ def _host_platforms() -> set[str]:
 
 
 def _prune(ctx: Context, args: argparse.Namespace) -> int:
-    from dockyard.build.cache import BuildCache
-    from dockyard.build.context import ChecksumCache
-    from dockyard.build.runmounts import prune_cache_mounts
-    from dockyard.build.steps import cleanup_stale_rootfs
-    from dockyard.cli.formatting import human_size
+    from dockyard.build.cache import prune
+    from dockyard.cli.formatting import confirm, human_size
 
-    if not args.force:
-        sys.stdout.write(
-            "WARNING! This will remove all dangling build cache. Are you sure you want to continue? [y/N] "
-        )
-        sys.stdout.flush()
-        answer = sys.stdin.readline() if sys.stdin and not sys.stdin.closed else ""
-        if answer.strip().lower() not in ("y", "yes"):
-            return 0
-    cache = BuildCache(ctx.db, ctx.images)
-    entries = cache.entries()
-    cache.clear()
-    ChecksumCache(ctx.db).clear()
-    cleanup_stale_rootfs(ctx.paths)
-    deleted: list[str] = []
-    for _key, image_id in reversed(entries):
-        deleted += _remove_build_image(ctx, image_id)
-    reclaimed = ctx.images.gc() if deleted else 0
-    reclaimed += prune_cache_mounts(ctx.paths.root)
-    if entries:
+    if not args.force and not confirm(
+        "WARNING! This will remove all dangling build cache.", inline=True
+    ):
+        return 0
+    keys, reclaimed = prune(ctx.db, ctx.images, ctx.paths)
+    if keys:
         print("Deleted build cache objects:")
-        for key, _ in entries:
+        for key in keys:
             print(key.removeprefix("sha256:")[:25])
         print()
     print(f"Total reclaimed space: {human_size(reclaimed)}")
     return 0
-
-
-def _remove_build_image(ctx: Context, image_id: str) -> list[str]:
-    """An image only the build cache knew: untagged, no children, no container."""
-    try:
-        image = ctx.images.get(image_id)
-    except DockyardError:
-        return []
-    if image.tags or image.repo_digests or ctx.images.children(image_id):
-        return []
-    if ctx.db.query("SELECT 1 FROM containers WHERE image_id = ? LIMIT 1", (image_id,)):
-        return []
-    try:
-        records = ctx.images.remove(image_id, force=False, prune=True)
-    except DockyardError:
-        return []
-    return [value for kind, value in records if kind == "Deleted"]
 
 
 def _bootstrap(ctx: Context, args: argparse.Namespace) -> int:

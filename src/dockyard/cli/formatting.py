@@ -22,6 +22,19 @@ _DECIMAL_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
 _BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
 
 
+def confirm(warning: str, *, inline: bool = False) -> bool:
+    """Docker's prune prompt: the warning, then "Are you sure...? [y/N]" read from stdin
+    (end of input is a no)."""
+    import sys
+
+    sys.stdout.write(
+        warning + (" " if inline else "\n") + "Are you sure you want to continue? [y/N] "
+    )
+    sys.stdout.flush()
+    answer = sys.stdin.readline() if sys.stdin and not sys.stdin.closed else ""
+    return answer.strip().lower() in ("y", "yes")
+
+
 def _scaled(size: float, base: float, units: tuple[str, ...]) -> tuple[float, str]:
     i = 0
     while size >= base and i < len(units) - 1:

@@ -296,15 +296,8 @@ def _inspect(ctx: Context, args: argparse.Namespace) -> int:
 # -- prune ----------------------------------------------------------------------------------
 
 
-def _confirm(message: str) -> bool:
-    sys.stdout.write(message + "\nAre you sure you want to continue? [y/N] ")
-    sys.stdout.flush()
-    answer = sys.stdin.readline() if sys.stdin and not sys.stdin.closed else ""
-    return answer.strip().lower() in ("y", "yes")
-
-
 def _prune(ctx: Context, args: argparse.Namespace) -> int:
-    from dockyard.cli.formatting import human_size
+    from dockyard.cli.formatting import confirm, human_size
 
     filters = _filters(args.filter, ("until", "label", "dangling"))
     if not args.force:
@@ -313,7 +306,7 @@ def _prune(ctx: Context, args: argparse.Namespace) -> int:
             if args.all
             else "WARNING! This will remove all dangling images."
         )
-        if not _confirm(warning):
+        if not confirm(warning):
             return 0
     records, reclaimed = ctx.images.prune(all=args.all, filters=filters)
     if records:

@@ -55,6 +55,8 @@ COMMAND_MODULES: dict[str, str] = {
     "version": "misc_commands",
     "info": "misc_commands",
     "system reset": "misc_commands",
+    "system df": "system_commands",
+    "system prune": "system_commands",
     # building
     "build": "build_commands",
     "builder prune": "build_commands",
