@@ -420,7 +420,7 @@ def _ps(ctx: Context, args: argparse.Namespace) -> int:
 # -- stop / kill / restart / rm / wait / pause ------------------------------------
 
 
-def _each(ctx: Context, refs: list[str], action: Any, echo: bool = True) -> int:
+def for_each_container(ctx: Context, refs: list[str], action: Any, echo: bool = True) -> int:
     """Apply an action to each container; Docker prints each name and one error per failure."""
     errors = []
     for ref in refs:
@@ -442,22 +442,24 @@ def _stop(ctx: Context, args: argparse.Namespace) -> int:
         from dockyard.runtime.runc import parse_signal
 
         parse_signal(args.signal)
-    return _each(ctx, args.containers, lambda c: ctx.containers.stop(c, args.time, args.signal))
+    return for_each_container(
+        ctx, args.containers, lambda c: ctx.containers.stop(c, args.time, args.signal)
+    )
 
 
 def _restart(ctx: Context, args: argparse.Namespace) -> int:
-    return _each(ctx, args.containers, lambda c: ctx.containers.restart(c, args.time))
+    return for_each_container(ctx, args.containers, lambda c: ctx.containers.restart(c, args.time))
 
 
 def _kill(ctx: Context, args: argparse.Namespace) -> int:
     from dockyard.runtime.runc import parse_signal
 
     parse_signal(args.signal)
-    return _each(ctx, args.containers, lambda c: ctx.containers.kill(c, args.signal))
+    return for_each_container(ctx, args.containers, lambda c: ctx.containers.kill(c, args.signal))
 
 
 def _rm(ctx: Context, args: argparse.Namespace) -> int:
-    return _each(
+    return for_each_container(
         ctx,
         args.containers,
         lambda c: ctx.containers.remove(c, force=args.force, volumes=args.volumes),
@@ -465,11 +467,11 @@ def _rm(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _pause(ctx: Context, args: argparse.Namespace) -> int:
-    return _each(ctx, args.containers, ctx.containers.pause)
+    return for_each_container(ctx, args.containers, ctx.containers.pause)
 
 
 def _unpause(ctx: Context, args: argparse.Namespace) -> int:
-    return _each(ctx, args.containers, ctx.containers.unpause)
+    return for_each_container(ctx, args.containers, ctx.containers.unpause)
 
 
 def _wait(ctx: Context, args: argparse.Namespace) -> int:
@@ -489,7 +491,7 @@ def _wait(ctx: Context, args: argparse.Namespace) -> int:
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
-    return _each(ctx, args.containers, wait_one, echo=False)
+    return for_each_container(ctx, args.containers, wait_one, echo=False)
 
 
 def _rename(ctx: Context, args: argparse.Namespace) -> int:

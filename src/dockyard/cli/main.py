@@ -41,6 +41,7 @@ COMMAND_MODULES: dict[str, str] = {
     "wait": "container_commands",
     "rename": "container_commands",
     "pause": "container_commands",
+    "update": "update_commands",
     "unpause": "container_commands",
     "container prune": "container_commands",
     "container cleanup": "container_commands",

@@ -193,12 +193,32 @@ def _duration_ns(value: str | None, flag: str) -> int:
     return int(seconds * 1e9)
 
 
-def _size(value: str | None) -> int:
+def parse_size_flag(value: str | None) -> int:
+    """A size flag (``-m 512m``); empty is 0 (unset)."""
     if not value:
         return 0
     from dockyard.cli.formatting import parse_size
 
     return parse_size(value)
+
+
+def parse_cpus(value: str) -> int:
+    """``--cpus`` as nano-CPUs, with Docker's messages."""
+    try:
+        nano_cpus = int(float(value) * 1e9)
+    except ValueError:
+        raise InvalidArgument(
+            f'invalid argument "{value}" for "--cpus" flag: failed to parse {value} as a rational number'
+        ) from None
+    if nano_cpus <= 0:
+        raise InvalidArgument(
+            f'invalid argument "{value}" for "--cpus" flag: range of CPUs is from 0.01 to {os.cpu_count()}.00, as there are only {os.cpu_count()} CPUs available'
+        )
+    if nano_cpus > (os.cpu_count() or 1) * 1_000_000_000:
+        raise InvalidArgument(
+            f"range of CPUs is from 0.01 to {os.cpu_count()}.00, as there are only {os.cpu_count()} CPUs available"
+        )
+    return nano_cpus
 
 
 def to_spec(args: argparse.Namespace) -> ContainerSpec:
@@ -215,30 +235,15 @@ def to_spec(args: argparse.Namespace) -> ContainerSpec:
         command = command[1:]
     memory_swap = 0
     if args.memory_swap:
-        memory_swap = -1 if args.memory_swap == "-1" else _size(args.memory_swap)
-    nano_cpus = 0
-    if args.cpus:
-        try:
-            nano_cpus = int(float(args.cpus) * 1e9)
-        except ValueError:
-            raise InvalidArgument(
-                f'invalid argument "{args.cpus}" for "--cpus" flag: failed to parse {args.cpus} as a rational number'
-            ) from None
-        if nano_cpus <= 0:
-            raise InvalidArgument(
-                f'invalid argument "{args.cpus}" for "--cpus" flag: range of CPUs is from 0.01 to {os.cpu_count()}.00, as there are only {os.cpu_count()} CPUs available'
-            )
-        if nano_cpus > (os.cpu_count() or 1) * 1_000_000_000:
-            raise InvalidArgument(
-                f"range of CPUs is from 0.01 to {os.cpu_count()}.00, as there are only {os.cpu_count()} CPUs available"
-            )
+        memory_swap = -1 if args.memory_swap == "-1" else parse_size_flag(args.memory_swap)
+    nano_cpus = parse_cpus(args.cpus) if args.cpus else 0
     resources = Resources(
-        memory=_size(args.memory),
+        memory=parse_size_flag(args.memory),
         memory_swap=memory_swap,
         nano_cpus=nano_cpus,
         cpu_shares=args.cpu_shares,
         pids_limit=args.pids_limit,
-        shm_size=_size(args.shm_size),
+        shm_size=parse_size_flag(args.shm_size),
     )
     if resources.memory and resources.memory < 6 * 1024 * 1024:
         raise InvalidArgument("Minimum memory limit allowed is 6MB")
@@ -251,7 +256,7 @@ def to_spec(args: argparse.Namespace) -> ContainerSpec:
         if not sep:
             raise InvalidArgument(f"invalid log opt format: {opt}")
         if key == "max-size":
-            log.max_size = _size(value)
+            log.max_size = parse_size_flag(value)
         elif key == "max-file":
             if not value.isdigit() or int(value) < 1:
                 raise InvalidArgument("max-file cannot be less than 1")

@@ -170,6 +170,12 @@ class Runc:
     def resume(self, container_id: str) -> None:
         self._run("resume", container_id, container_id=container_id)
 
+    def update(self, container_id: str, resources_file: Path) -> None:
+        """Apply new cgroup limits (an OCI ``linux.resources`` JSON file) to a live container."""
+        self._run(
+            "update", "--resources", str(resources_file), container_id, container_id=container_id
+        )
+
     def start(self, container_id: str) -> None:
         """Start a created container (the process waiting in ``runc create``)."""
         self._run("start", container_id, container_id=container_id)

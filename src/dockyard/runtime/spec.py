@@ -323,7 +323,8 @@ def host_supports_swap_limit() -> bool:
     return False
 
 
-def _resources(res: Resources, privileged: bool) -> dict[str, Any]:
+def linux_resources(res: Resources, privileged: bool) -> dict[str, Any]:
+    """The ``linux.resources`` of the OCI config (also what ``runc update`` takes)."""
     out: dict[str, Any] = {}
     if privileged:
         out["devices"] = [{"allow": True, "access": "rwm"}]
@@ -515,7 +516,7 @@ def generate(
 
     linux: dict[str, Any] = {
         "namespaces": namespaces,
-        "resources": _resources(spec.resources, spec.privileged),
+        "resources": linux_resources(spec.resources, spec.privileged),
         "cgroupsPath": cgroups_path or f"/dockyard/{container_id}",
     }
     if not host_net:

@@ -1245,9 +1245,29 @@ static void do_start(int initial) {
 	finish("failed", 1, !initial);
 }
 
+static void set_restart_policy(const char *flag, const char *v);
+
+/* `dockyard update --restart` writes "restart-policy" in the state dir: the policy
+ * in force from the next exit on, replacing the one given on the command line. */
+static void reload_restart_policy(void) {
+	char buf[64];
+	int fd = openat(state_dirfd, "restart-policy", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	opt.restart_max = 0;
+	set_restart_policy("restart-policy", buf);
+}
+
 static int should_restart(void) {
 	if (stop_requested())
 		return 0;
+	reload_restart_policy();
 	switch (opt.restart) {
 	case R_ALWAYS:
 	case R_UNLESS_STOPPED:
@@ -1481,6 +1501,24 @@ static const struct { const char *name; enum arg_kind kind; void *dst; } args[] 
 	{ "--health-start-period", A_NUM, &opt.health_start_period }, { "--exit-command", A_EXIT_ARG, NULL },
 };
 
+/* Docker's policy names, "on-failure:N" accepted too. */
+static void set_restart_policy(const char *flag, const char *v) {
+	if (!strcmp(v, "no"))
+		opt.restart = R_NO;
+	else if (!strcmp(v, "always"))
+		opt.restart = R_ALWAYS;
+	else if (!strcmp(v, "unless-stopped"))
+		opt.restart = R_UNLESS_STOPPED;
+	else if (!strncmp(v, "on-failure", 10) && (v[10] == '\0' || v[10] == ':')) {
+		opt.restart = R_ON_FAILURE;
+		if (v[10] == ':') /* a bad count ends the monitor only while it starts */
+			opt.restart_max = state_dirfd < 0 ? (int)parse_num(flag, v + 11) : atoi(v + 11);
+	} else if (state_dirfd < 0)
+		usage("--restart must be no, always, unless-stopped or on-failure, not %s", v);
+	else
+		diag("ignoring restart policy %s", v);
+}
+
 static void parse_args(int argc, char **argv) {
 	opt.health_argv = calloc((size_t)argc + 1, sizeof(char *));
 	opt.exit_argv = calloc((size_t)argc + 1, sizeof(char *));
@@ -1515,19 +1553,8 @@ static void parse_args(int argc, char **argv) {
 		case A_EXIT_ARG:
 			opt.exit_argv[opt.exit_argc++] = (char *)v;
 			break;
-		default: /* A_RESTART: Docker's policy names, "on-failure:N" accepted too */
-			if (!strcmp(v, "no"))
-				opt.restart = R_NO;
-			else if (!strcmp(v, "always"))
-				opt.restart = R_ALWAYS;
-			else if (!strcmp(v, "unless-stopped"))
-				opt.restart = R_UNLESS_STOPPED;
-			else if (!strncmp(v, "on-failure", 10) && (v[10] == '\0' || v[10] == ':')) {
-				opt.restart = R_ON_FAILURE;
-				if (v[10] == ':')
-					opt.restart_max = (int)parse_num(a, v + 11);
-			} else
-				usage("--restart must be no, always, unless-stopped or on-failure, not %s", v);
+		default: /* A_RESTART */
+			set_restart_policy(a, v);
 		}
 	}
 	if (!opt.id || !opt.runtime || !opt.runtime_root || !opt.bundle || !opt.state_dir)
