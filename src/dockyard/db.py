@@ -9,6 +9,7 @@ store or lose a record. Schema changes bump ``SCHEMA_VERSION``.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,7 +76,16 @@ class Database:
         self.conn.execute("PRAGMA foreign_keys=ON")
 
     def _migrate(self) -> None:
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        # Switching to WAL takes an exclusive lock without waiting on the busy timeout:
+        # commands creating the same new store at once retry it.
+        for attempt in range(500):
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or attempt == 499:
+                    raise
+                time.sleep(0.01)
         with self.transaction():
             if self.conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 for statement in _SCHEMA.split(";"):
