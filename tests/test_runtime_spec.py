@@ -496,14 +496,14 @@ def test_config_shape(rootfs: Path) -> None:
 
 def test_resource_validation() -> None:
     with pytest.raises(InvalidArgument, match="Minimum memory limit"):
-        oci._resources(Resources(memory=1024), False)
+        oci.linux_resources(Resources(memory=1024), False)
     with pytest.raises(InvalidArgument, match="Memory limit when using Memoryswap"):
-        oci._resources(Resources(memory_swap=1 << 30), False)
+        oci.linux_resources(Resources(memory_swap=1 << 30), False)
     with pytest.raises(InvalidArgument, match="larger than memory limit"):
-        oci._resources(Resources(memory=1 << 30, memory_swap=1 << 20), False)
+        oci.linux_resources(Resources(memory=1 << 30, memory_swap=1 << 20), False)
     with pytest.raises(InvalidArgument, match="Range of CPUs"):
-        oci._resources(Resources(nano_cpus=10**12), False)
-    res = oci._resources(Resources(memory=1 << 30, cpu_shares=512, pids_limit=7), False)
+        oci.linux_resources(Resources(nano_cpus=10**12), False)
+    res = oci.linux_resources(Resources(memory=1 << 30, cpu_shares=512, pids_limit=7), False)
     assert res["memory"]["limit"] == 1 << 30
     if oci.host_supports_swap_limit():
         assert res["memory"]["swap"] == 2 << 30
