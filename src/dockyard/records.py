@@ -97,31 +97,38 @@ def _make(cls: type[T], frozen: bool) -> type[T]:
         seen_default = seen_default or not spec.required
     fields = tuple(specs.values())
     names = tuple(specs)
-    setter = object.__setattr__ if frozen else setattr
+    known = frozenset(names)
+    required = tuple(f.name for f in fields if f.required)
+    defaults = tuple(
+        (f.name, f.default, None if f.default_factory is MISSING else f.default_factory)
+        for f in fields
+        if not f.required
+    )
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        if len(args) > len(fields):
-            raise TypeError(
-                f"{cls.__name__}() takes {len(fields)} positional arguments but {len(args)} were given"
-            )
-        for spec, value in zip(fields, args, strict=False):
-            if spec.name in kwargs:
-                raise TypeError(f"{cls.__name__}() got multiple values for argument {spec.name!r}")
-            setter(self, spec.name, value)
-        for spec in fields[len(args) :]:
-            if spec.name in kwargs:
-                value = kwargs.pop(spec.name)
-            elif spec.default is not MISSING:
-                value = spec.default
-            elif spec.default_factory is not MISSING:
-                value = spec.default_factory()
-            else:
-                raise TypeError(f"{cls.__name__}() missing required argument: {spec.name!r}")
-            setter(self, spec.name, value)
-        if kwargs:
-            raise TypeError(
-                f"{cls.__name__}() got an unexpected keyword argument {next(iter(kwargs))!r}"
-            )
+        # Straight into the instance dict (frozen records too: only later assignments
+        # are refused); a few C-level dict operations, not a Python loop per argument.
+        if args:
+            if len(args) > len(names):
+                raise TypeError(
+                    f"{cls.__name__}() takes {len(names)} positional arguments "
+                    f"but {len(args)} were given"
+                )
+            for name in names[: len(args)]:
+                if name in kwargs:
+                    raise TypeError(f"{cls.__name__}() got multiple values for argument {name!r}")
+            kwargs.update(zip(names, args, strict=False))
+        if not known.issuperset(kwargs):
+            unexpected = next(k for k in kwargs if k not in known)
+            raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {unexpected!r}")
+        values = self.__dict__
+        values.update(kwargs)
+        for name in required:
+            if name not in values:
+                raise TypeError(f"{cls.__name__}() missing required argument: {name!r}")
+        for name, default, factory in defaults:
+            if name not in values:
+                values[name] = default if factory is None else factory()
 
     def __repr__(self: Any) -> str:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)

@@ -22,9 +22,9 @@ Contract for the engine (everything is imported lazily from here):
 ``gc.sweep_orphans() -> list[str]``: removes the kernel objects of stores whose
 database is gone (a deleted test root); also run whenever a new store is set up.
 
-The embedded DNS server (``dns.py``) of a user-defined network runs while at least
-one container of the network runs (started by ``prepare``/``connect``, stopped by
-``teardown``/``disconnect``/``remove``); it listens on the gateway address, port 53.
+The embedded DNS server (``dns.py``, one process per store) listens on the gateway
+address, port 53, of every user-defined network with a running container (told by
+``prepare``/``connect``/``teardown``/``disconnect``/``remove``); it exits when none is left.
 
     Call these outside a database transaction: they take the store's network
     lock, then short transactions of their own.
@@ -90,13 +90,17 @@ _WHERE = {
 
 def ports_text(ctx: Any, container: Any) -> str:
     """The PORTS column of ``ps`` for an engine container (empty unless it runs)."""
-    from dockyard.network import ports, store
-    from dockyard.network.manager import NetworkManager
+    import sqlite3
 
-    mgr = NetworkManager(ctx.paths, ctx.db)
+    from dockyard.network import ports, store
+
     config = getattr(container, "config", None) or {}
     exposed = ports.exposed_ports(container.spec, config)
-    return ports.display_ports(store.ports(mgr.db.conn, container.id), exposed)
+    try:  # straight from the store: no manager, no kernel modules for a listing
+        published = store.ports(ctx.db.conn, container.id)
+    except sqlite3.OperationalError:  # no network tables yet
+        published = []
+    return ports.display_ports(published, exposed)
 
 
 def __getattr__(name: str) -> Any:
