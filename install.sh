@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 packages=(runc busybox-static tini gcc libc6-dev iproute2 nftables iptables procps
-          python3-venv docker-registry skopeo openssl debootstrap util-linux)
+          python3-venv docker-registry skopeo openssl debootstrap util-linux git)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -56,12 +56,18 @@ class BuildContext:
     dockerfile: bytes
     dockerfile_name: str  # as shown in messages ("Dockerfile", "app.Dockerfile")
     matcher: Matcher = field(default_factory=lambda: Matcher([]))
-    temporary: bool = False  # root is ours to delete (stdin tar)
+    owned: Path | None = None  # a directory of ours to delete (a stdin tar, a clone)
     size: int = 0
 
+    @property
+    def temporary(self) -> bool:
+        """The context lives only for this build (no checksum cache across builds)."""
+        return self.owned is not None
+
     def close(self) -> None:
-        if self.temporary and self.root is not None:
-            shutil.rmtree(self.root, ignore_errors=True)
+        if self.owned is not None:
+            shutil.rmtree(self.owned, ignore_errors=True)
+            self.owned = None
             self.root = None
 
     # -- sources --------------------------------------------------------------
@@ -165,9 +171,26 @@ def load_context(
     stdin: BinaryIO | None,
     tmp_dir: Path,
 ) -> BuildContext:
-    """``docker build PATH|-`` with ``-f``: the context and the Dockerfile's bytes."""
-    if path.startswith(("http://", "https://", "git@", "git://", "github.com/")):
-        raise BuildError(f"remote build contexts are not supported: {path}")
+    """``docker build PATH|URL|-`` with ``-f``: the context and the Dockerfile's bytes."""
+    from dockyard.build import remote
+
+    if remote.is_git_url(path):
+        checkout, root = remote.fetch_git(path, tmp_dir)
+        try:
+            if dockerfile and dockerfile != "-":  # inside the repository, as Docker has it
+                dockerfile = str(root / dockerfile.lstrip("/"))
+                if not os.path.realpath(dockerfile).startswith(os.path.realpath(checkout) + "/"):
+                    raise BuildError(f"forbidden path outside the build context: {dockerfile}")
+            ctx = load_context(str(root), dockerfile, stdin=stdin, tmp_dir=tmp_dir)
+        except BaseException:
+            shutil.rmtree(checkout, ignore_errors=True)
+            raise
+        ctx.owned = checkout
+        return ctx
+    if remote.is_remote(path):
+        import io
+
+        return _stdin_context(io.BytesIO(remote.download(path)), dockerfile, tmp_dir)
     dockerfile_from_stdin = dockerfile == "-"
     if path == "-":
         if dockerfile_from_stdin:
@@ -221,7 +244,8 @@ def _keep_build_files(patterns: list[str], root: Path, dockerfile: str | None) -
 
 
 def _stdin_context(stdin: BinaryIO, dockerfile: str | None, tmp_dir: Path) -> BuildContext:
-    """``docker build -``: a tar (maybe compressed) context, or just a Dockerfile."""
+    """``docker build -`` (or a URL's body): a tar (maybe compressed) context, or just
+    a Dockerfile."""
     from dockyard.images.layers import detect_compression
 
     data = stdin.read()
@@ -249,7 +273,7 @@ def _stdin_context(stdin: BinaryIO, dockerfile: str | None, tmp_dir: Path) -> Bu
                 f"failed to read dockerfile: {name}: not found in the context tar"
             ) from None
         patterns = _ignore_patterns(root / ".dockerignore")
-        ctx = BuildContext(root, text, df_path.name, Matcher(patterns), temporary=True)
+        ctx = BuildContext(root, text, df_path.name, Matcher(patterns), owned=root)
         ctx.size = len(data)
         return ctx
     except BaseException:
