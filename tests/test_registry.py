@@ -382,3 +382,79 @@ def test_push_same_image_to_another_registry(
         assert proc.stdout.splitlines()[-1].split()[2] == first_digest  # same gzip bytes
     finally:
         second.stop()
+
+
+class _CuttingProxy:
+    """A TCP relay to the registry that breaks the first connection carrying more than
+    ``cut_after`` response bytes: a network failure in the middle of a layer."""
+
+    def __init__(self, upstream: tuple[str, int], cut_after: int) -> None:
+        import socket
+        import threading
+
+        self.upstream = upstream
+        self.cut_after = cut_after
+        self.cuts = 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, src, dst, response: bool) -> None:  # type: ignore[no-untyped-def]
+        sent = 0
+        try:
+            while data := src.recv(65536):
+                if response:
+                    sent += len(data)
+                    with self.lock:
+                        cut = sent > self.cut_after and self.cuts == 0
+                        if cut:
+                            self.cuts += 1
+                    if cut:
+                        break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):  # shutdown wakes the other pump's recv, close alone would not
+            try:
+                sock.shutdown(2)
+            except OSError:
+                pass
+            sock.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_pull_resumes_a_broken_download(
+    registry: Registry, dockyard_env: dict[str, str], busybox_tar: Path, dy, tmp_path: Path
+) -> None:
+    """A connection that breaks inside a layer is picked up where it stopped (Range)."""
+    ref = f"{registry.host}/big:v1"
+    image_id = layered_image(
+        dockyard_env, busybox_tar, ref, [tar_bytes({"blob": os.urandom(6 << 20)})]
+    )
+    assert dy("push", ref).returncode == 0
+    host, port = registry.host.split(":")
+    proxy = _CuttingProxy((host, int(port)), cut_after=2 << 20)
+    try:
+        env = fresh_env(dockyard_env, tmp_path, "resume")
+        proc = run_dy(env, "pull", f"127.0.0.1:{proxy.port}/big:v1")
+        assert proc.returncode == 0, proc.stderr
+        assert proxy.cuts == 1 and "Retrying in 1 second" in proc.stdout
+        assert image_id in repo_digests(env)
+    finally:
+        proxy.close()

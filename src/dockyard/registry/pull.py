@@ -14,6 +14,8 @@ import json
 import queue
 import sys
 import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dockyard.errors import DockyardError, NotFound
@@ -108,6 +110,7 @@ class _BlobReader:
     """
 
     AHEAD = 8  # chunks buffered between the download thread and the reader
+    RESUMES = 5  # broken connections a download survives, as Docker's retries
 
     def __init__(
         self,
@@ -115,8 +118,10 @@ class _BlobReader:
         desc: Descriptor,
         progress: Progress,
         cancel: threading.Event,
+        reopen: Callable[[int], Any] | None = None,
     ) -> None:
         self._response = response
+        self._reopen = reopen  # a new response from byte N on (Range), after a break
         self._buffer = b""
         self._pos = 0
         self.desc = desc
@@ -141,23 +146,76 @@ class _BlobReader:
         return False
 
     def _download(self) -> None:
-        """The download thread: read, count, hash, hand over."""
+        """The download thread: read, count, hash, hand over; a connection that breaks
+        before the end is picked up where it stopped (an HTTP Range request)."""
+        resumes = 0
         try:
-            for chunk in self._response.iter_chunks():
-                if self._stop.is_set() or self._cancel.is_set():
-                    return
-                self.count += len(chunk)
-                if self.count > self.desc.size:
+            while True:
+                try:
+                    for chunk in self._response.iter_chunks():
+                        if self._stop.is_set() or self._cancel.is_set():
+                            return
+                        if not self._take(chunk):
+                            return
+                    if self.count >= self.desc.size or self._reopen is None:
+                        break
+                    broken: BaseException = OSError("connection closed early")
+                except OSError as err:
+                    if self._reopen is None or self._stop.is_set() or self._cancel.is_set():
+                        raise
+                    broken = err
+                resumes += 1
+                if resumes > self.RESUMES:
                     raise RegistryError(
-                        f"layer {self.desc.digest} is larger than its manifest says"
+                        f"downloading layer {self.desc.digest} failed after "
+                        f"{self.RESUMES} retries: {broken}"
                     )
-                self.hash.update(chunk)
-                self._progress.bar(self._id, "Downloading", self.count, self.desc.size)
-                if not self._put(chunk):
-                    return
+                self._progress.status(
+                    self._id, f"Retrying in {resumes} second{'s' * (resumes > 1)}"
+                )
+                time.sleep(resumes)
+                self._response.close()
+                self._response = self._resumed(self._reopen)
             self._put(None)
         except BaseException as err:  # noqa: BLE001 - handed to the reader
             self._put(err)
+
+    def _take(self, chunk: bytes) -> bool:
+        self.count += len(chunk)
+        if self.count > self.desc.size:
+            raise RegistryError(f"layer {self.desc.digest} is larger than its manifest says")
+        self.hash.update(chunk)
+        self._progress.bar(self._id, "Downloading", self.count, self.desc.size)
+        return self._put(chunk)
+
+    def _resumed(self, reopen: Callable[[int], Any]) -> Any:
+        """The rest of the blob: a 206 from our offset, or a 200 whose first bytes
+        (already had) are skipped."""
+        response = reopen(self.count)
+        if response.status == 206:
+            return response
+        skip = self.count
+        chunks = response.iter_chunks()
+
+        class _Skipping:
+            status = 200
+
+            def iter_chunks(self) -> Iterator[bytes]:
+                nonlocal skip
+                for chunk in chunks:
+                    if skip >= len(chunk):
+                        skip -= len(chunk)
+                        continue
+                    yield chunk[skip:]
+                    skip = 0
+
+            def close(self) -> None:
+                response.close()
+
+            def abort(self) -> None:
+                response.abort()
+
+        return _Skipping()
 
     def _finish(self) -> None:
         self.eof = True
@@ -275,10 +333,19 @@ class Puller:
                 record = self.store.ingest_layer(f, desc.media_type, expected_digest=desc.digest)
             self.progress.status(short(desc.digest), "Download complete")
             return record
-        response = self.client.request(
-            "GET", f"/v2/{self.ref.path}/blobs/{desc.digest}", what="fetching layer"
-        )
-        reader = _BlobReader(response, desc, self.progress, self.cancel)
+        path = f"/v2/{self.ref.path}/blobs/{desc.digest}"
+        response = self.client.request("GET", path, what="fetching layer")
+
+        def reopen(offset: int) -> Any:
+            return self.client.request(
+                "GET",
+                path,
+                headers={"Range": f"bytes={offset}-"},
+                expect=(200, 206),
+                what="fetching layer",
+            )
+
+        reader = _BlobReader(response, desc, self.progress, self.cancel, reopen)
         try:
             return self.store.ingest_layer(
                 reader, desc.media_type, expected_digest=desc.digest, digest_verified=True
