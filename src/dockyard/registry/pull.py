@@ -151,6 +151,7 @@ class _BlobReader:
         resumes = 0
         try:
             while True:
+                start = self.count
                 try:
                     for chunk in self._response.iter_chunks():
                         if self._stop.is_set() or self._cancel.is_set():
@@ -159,21 +160,20 @@ class _BlobReader:
                             return
                     if self.count >= self.desc.size or self._reopen is None:
                         break
-                    broken: BaseException = OSError("connection closed early")
+                    broken: BaseException = RegistryError(
+                        f"unexpected EOF: layer {self.desc.digest} is {self.desc.size} bytes, "
+                        f"got {self.count}"
+                    )
                 except OSError as err:
                     if self._reopen is None or self._stop.is_set() or self._cancel.is_set():
                         raise
                     broken = err
                 resumes += 1
-                if resumes > self.RESUMES:
-                    raise RegistryError(
-                        f"downloading layer {self.desc.digest} failed after "
-                        f"{self.RESUMES} retries: {broken}"
-                    )
-                self._progress.status(
-                    self._id, f"Retrying in {resumes} second{'s' * (resumes > 1)}"
-                )
-                time.sleep(resumes)
+                if resumes > self.RESUMES or (resumes > 1 and self.count == start):
+                    raise broken  # out of retries, or the last one brought nothing new
+                delay = 0.5 * resumes
+                self._progress.status(self._id, f"Retrying in {delay:g} seconds")
+                time.sleep(delay)
                 self._response.close()
                 self._response = self._resumed(self._reopen)
             self._put(None)
