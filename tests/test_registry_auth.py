@@ -334,3 +334,32 @@ def test_unit_challenge_parsing_and_config_keys() -> None:
     assert normalize_server("docker.io") == "https://index.docker.io/v1/"
     assert normalize_server("http://localhost:5000") == "localhost:5000"
     assert os.environ.get("DOCKER_CONFIG") is None or True
+
+
+def test_identity_token_login_keeps_no_password(
+    token_registry: tuple[Registry, TokenServer],
+    dy,
+    dockyard_env: dict[str, str],
+    busybox_tar: Path,
+    docker_config: Path,
+) -> None:
+    """A token server that hands out refresh tokens: login keeps one (no password, as
+    Docker does) and later commands trade it for access tokens in an OAuth2 grant."""
+    reg, server = token_registry
+    server.offline = True
+    assert login(dy, reg.host).returncode == 0
+    entry = json.loads((docker_config / "config.json").read_text())["auths"][reg.host]
+    assert entry["identitytoken"] in server.refresh_tokens
+    assert base64.b64decode(entry["auth"]).decode() == f"{USER}:"  # the user, no password
+    ref = f"{reg.host}/team/id:1"
+    import_image(dockyard_env, busybox_tar, ref)
+    server.requests.clear()
+    proc = dy("push", ref)
+    assert proc.returncode == 0, proc.stderr
+    grants = [r for r in server.requests if r.get("method") == "POST"]
+    assert grants and all(r["query"]["grant_type"] == ["refresh_token"] for r in grants)
+    assert not any(r["auth"] for r in server.requests)  # the password is never sent again
+    entry["identitytoken"] = "revoked"
+    (docker_config / "config.json").write_text(json.dumps({"auths": {reg.host: entry}}))
+    refused = dy("push", ref)
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1

@@ -256,7 +256,9 @@ def _b64url(data: bytes) -> str:
 
 
 class TokenServer:
-    """Issues registry JWTs on ``GET /token``, checking basic credentials if any were given."""
+    """Issues registry JWTs on ``GET /token``, checking basic credentials if any were given;
+    with ``offline_token=true`` also a refresh token, which ``POST /token`` takes back in
+    an OAuth2 refresh-token grant (``offline=True``, as Docker Hub's and ACR's do)."""
 
     def __init__(self, directory: Path, users: dict[str, str], service: str, issuer: str):
         from cryptography.hazmat.primitives import serialization
@@ -265,11 +267,16 @@ class TokenServer:
         self.cert_der = cert.public_bytes(serialization.Encoding.DER)
         self.users, self.service, self.issuer = users, service, issuer
         self.requests: list[dict[str, Any]] = []
+        self.offline = False
+        self.refresh_tokens: dict[str, str] = {}  # refresh token -> user
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
                 server.handle(self)
+
+            def do_POST(self) -> None:  # noqa: N802
+                server.handle_grant(self)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -311,8 +318,32 @@ class TokenServer:
                 req.end_headers()
                 req.wfile.write(body)
                 return
+        refresh = ""
+        if user and self.offline and query.get("offline_token") == ["true"]:
+            refresh = os.urandom(12).hex()
+            self.refresh_tokens[refresh] = user
+        self._issue(req, user, query.get("scope", []), refresh)
+
+    def handle_grant(self, req: http.server.BaseHTTPRequestHandler) -> None:
+        from urllib.parse import parse_qs
+
+        form = parse_qs(req.rfile.read(int(req.headers.get("Content-Length", "0"))).decode())
+        self.requests.append({"query": form, "auth": False, "method": "POST"})
+        user = self.refresh_tokens.get(form.get("refresh_token", [""])[0], "")
+        if form.get("grant_type") != ["refresh_token"] or not user:
+            body = json.dumps({"error": "invalid_grant"}).encode()
+            req.send_response(401)
+            req.send_header("Content-Length", str(len(body)))
+            req.end_headers()
+            req.wfile.write(body)
+            return
+        self._issue(req, user, form.get("scope", [""])[0].split(), "")
+
+    def _issue(
+        self, req: http.server.BaseHTTPRequestHandler, user: str, scopes: list[str], refresh: str
+    ) -> None:
         access = []
-        for scope in query.get("scope", []):
+        for scope in scopes:
             kind, name, actions = scope.split(":", 2) if scope.count(":") >= 2 else ("", "", "")
             granted = [
                 a for a in actions.split(",") if a == "pull" or (user and a in ("push", "*"))
@@ -331,7 +362,10 @@ class TokenServer:
             "access": access,
         }
         token = self.sign(claims)
-        body = json.dumps({"token": token, "access_token": token, "expires_in": 300}).encode()
+        answer: dict[str, Any] = {"token": token, "access_token": token, "expires_in": 300}
+        if refresh:
+            answer["refresh_token"] = refresh
+        body = json.dumps(answer).encode()
         req.send_response(200)
         req.send_header("Content-Type", "application/json")
         req.send_header("Content-Length", str(len(body)))

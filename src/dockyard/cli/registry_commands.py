@@ -152,6 +152,8 @@ def _login(args: argparse.Namespace) -> int:
         raise auth.Unauthorized(f"login to {key} failed: {err}") from err
     finally:
         client.close()
+    if client.identity_token:  # kept instead of the password, as Docker does
+        creds = auth.Credentials(username, "", client.identity_token)
     if not auth.store_credentials(key, creds):
         print(
             f"WARNING! Your credentials are stored unencrypted in '{auth.config_path()}'.\n"

@@ -205,13 +205,13 @@ def store_credentials(key: str, creds: Credentials) -> bool:
             auths[key] = {}
             save_config(config)
         return True
+    import base64
+
     entry: dict[str, str] = {}
+    if creds.username or creds.password:  # with an identity token: the user name alone
+        entry["auth"] = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
     if creds.identity_token:
         entry["identitytoken"] = creds.identity_token
-    else:
-        import base64
-
-        entry["auth"] = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
     config.setdefault("auths", {})[key] = entry
     save_config(config)
     return False
@@ -269,9 +269,12 @@ def parse_challenges(headers: Iterable[str]) -> list[Challenge]:
 class Token:
     value: str
     expires: float
+    refresh_token: str = ""  # an identity token, when asked for one (login)
 
 
 HttpGet = Callable[[str, dict[str, str]], tuple[int, bytes]]
+HttpPost = Callable[[str, str], tuple[int, bytes]]  # (url, form body)
+CLIENT_ID = "docker"  # what Docker sends as the OAuth client_id; token servers know it
 
 
 def error_text(body: bytes, fallback: str) -> str:
@@ -300,22 +303,46 @@ def fetch_token(
     scopes: Iterable[str],
     creds: Credentials | None,
     http_get: HttpGet,
+    http_post: HttpPost | None = None,
+    offline: bool = False,
 ) -> Token:
-    """GET a bearer token from the challenge's realm for these scopes."""
+    """A bearer token from the challenge's realm for these scopes, as Docker gets one.
+
+    With an identity token (what ``docker login`` keeps when the token server hands
+    out refresh tokens, or what ``az acr login`` writes): an OAuth2 refresh-token
+    grant, POSTed. Otherwise a GET, with basic credentials if any; ``offline`` (login)
+    also asks for a refresh token to keep instead of the password.
+    """
     realm = challenge.params.get("realm")
     if not realm:
         raise RegistryError("registry sent a Bearer challenge without a realm")
+    service = challenge.params.get("service", "")
+    if creds and creds.identity_token and http_post is not None:
+        form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token}
+        form.update(client_id=CLIENT_ID, access_type="offline" if offline else "online")
+        if service:
+            form["service"] = service
+        if scopes:
+            form["scope"] = " ".join(sorted(set(scopes)))
+        status, body = http_post(realm, urlencode(form))
+        return _token_from(realm, status, body)
     query: list[tuple[str, str]] = []
-    if challenge.params.get("service"):
-        query.append(("service", challenge.params["service"]))
+    if service:
+        query.append(("service", service))
     for scope in sorted(set(scopes)):
         query.append(("scope", scope))
     headers = {}
     if creds and creds.username:
         query.append(("account", creds.username))
         headers["Authorization"] = creds.basic
+        if offline:
+            query += [("offline_token", "true"), ("client_id", CLIENT_ID)]
     url = realm + ("&" if "?" in realm else "?") + urlencode(query)
     status, body = http_get(url, headers)
+    return _token_from(realm, status, body)
+
+
+def _token_from(realm: str, status: int, body: bytes) -> Token:
     if status in (401, 403):
         raise Unauthorized(
             f"unauthorized: {error_text(body, 'incorrect username or password')}",
@@ -335,4 +362,7 @@ def fetch_token(
         raise RegistryError(f"token server {realm} sent no token")
     lifetime = data.get("expires_in") or 60
     lifetime = max(float(lifetime) if isinstance(lifetime, int | float) else 60.0, 60.0)
-    return Token(str(value), time.monotonic() + lifetime - 5)
+    refresh = data.get("refresh_token")
+    return Token(
+        str(value), time.monotonic() + lifetime - 5, refresh if isinstance(refresh, str) else ""
+    )

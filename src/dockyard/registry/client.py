@@ -221,6 +221,8 @@ class RegistryClient:
         self._challenge: Challenge | None = None
         self._token: Token | None = None
         self._token_scopes: frozenset[str] = frozenset()
+        self._offline = False  # ask the token server for a refresh token (login)
+        self.identity_token = ""  # the refresh token it handed out, if any
         self._idle: dict[tuple[str, str], list[Any]] = {}
         self._lock = threading.Lock()
         self._auth_lock = threading.Lock()
@@ -338,6 +340,18 @@ class RegistryClient:
             raise RegistryError(_dial_error(url, urlsplit(url).netloc, err)) from err
         return response.status, response.read()
 
+    def _http_post(self, url: str, form: str) -> tuple[int, bytes]:
+        headers = {
+            "User-Agent": USER_AGENT,
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Content-Length": str(len(form)),
+        }
+        try:
+            response = self._send("POST", url, headers, form.encode())
+        except OSError as err:
+            raise RegistryError(_dial_error(url, urlsplit(url).netloc, err)) from err
+        return response.status, response.read()
+
     def add_scopes(self, scopes: Iterable[str]) -> None:
         """Ask for more access with the next token (thread-safe)."""
         with self._auth_lock:
@@ -361,8 +375,11 @@ class RegistryClient:
                 or token.expires < time.monotonic()
                 or not wanted <= self._token_scopes
             ):
-                token = fetch_token(challenge, wanted, creds, self._http_get)
+                token = fetch_token(
+                    challenge, wanted, creds, self._http_get, self._http_post, self._offline
+                )
                 self._token, self._token_scopes = token, wanted
+                self.identity_token = token.refresh_token or self.identity_token
             return f"Bearer {token.value}"
 
     def check_login(self) -> None:
@@ -371,6 +388,7 @@ class RegistryClient:
         if self._challenge is None:
             return
         if self._challenge.scheme == "bearer":
+            self._offline = True
             self._authorization(refresh=True)
             return
         response = self.request("GET", "/v2/", expect=(200,))
