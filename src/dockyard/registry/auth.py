@@ -325,7 +325,8 @@ def fetch_token(
         if scopes:
             form["scope"] = " ".join(sorted(set(scopes)))
         status, body = http_post(realm, urlencode(form))
-        return _token_from(realm, status, body)
+        if status not in (404, 405):  # else no OAuth there: a GET, as Docker falls back
+            return _token_from(realm, status, body)
     query: list[tuple[str, str]] = []
     if service:
         query.append(("service", service))
