@@ -26,6 +26,7 @@ python=$(command -v python3.11 || command -v python3)
 .venv/bin/python -m compileall -q src/dockyard >/dev/null
 ln -sf "$PWD/.venv/bin/dockyard" /usr/local/bin/dockyard
 .venv/bin/python -c 'from dockyard.runtime.monitor import monitor_binary; monitor_binary()'
+.venv/bin/python -c 'from dockyard import cbuild; from dockyard.network import proxy; cbuild.binary(proxy.SOURCE, proxy.BINARY_PREFIX, "port proxy")'
 
 if [ "${1:-}" != "--no-demo" ]; then
   scripts/busybox-rootfs.sh | dockyard import - busybox:latest >/dev/null

@@ -133,9 +133,11 @@ def test_binary_is_built_once_and_named_by_source_hash() -> None:
 def test_concurrent_builds_are_atomic(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
+    from dockyard import cbuild
+
     target = tmp_path / "dockyard-monitor-test"
     with ThreadPoolExecutor(4) as pool:
-        paths = list(pool.map(lambda _: mon._build(target), range(4)))
+        paths = list(pool.map(lambda _: cbuild._build(mon.SOURCE, target, "monitor"), range(4)))
     assert paths == [str(target)] * 4 and os.access(target, os.X_OK)
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no temp files left
 

@@ -28,7 +28,7 @@ from dockyard.containers.spec import ContainerSpec
 from dockyard.db import Database
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.ids import new_id
-from dockyard.network import options
+from dockyard.network import options, proxy
 from dockyard.network.manager import NetworkManager
 from dockyard.network.options import parse_add_host, parse_publish
 from dockyard.network.store import NetworkRecord
@@ -409,14 +409,20 @@ def test_concurrent_allocation(mgr: NetworkManager, tmp_path: Path) -> None:
 
 def test_published_port(mgr: NetworkManager, webroot: Path, dummy_address: str) -> None:
     port = _free_port()
+    v6 = proxy.host_has_ipv6()  # then [::]:PORT too, through dockyard-proxy, as Docker's
     with container(mgr, "web", ports=parse_publish(f"{port}:80")) as (cid, web):
-        assert mgr.port_lines(cid) == [f"80/tcp -> 0.0.0.0:{port}"]
-        assert mgr.port_lines(cid, "80/tcp") == [f"0.0.0.0:{port}"]
-        assert web.settings["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}]}
+        assert mgr.port_lines(cid) == [f"80/tcp -> 0.0.0.0:{port}"] + v6 * [f"80/tcp -> :::{port}"]
+        assert mgr.port_lines(cid, "80/tcp") == [f"0.0.0.0:{port}"] + v6 * [f":::{port}"]
+        assert web.settings["Ports"] == {
+            "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}]
+            + v6 * [{"HostIp": "::", "HostPort": str(port)}]
+        }
         with in_netns(web.netns_path, BUSYBOX, "httpd", "-f", "-p", "80", "-h", str(webroot)):
             wait_port(web.netns_path, 80)
             expected = "hello from the container\n"
             assert fetch(f"http://127.0.0.1:{port}/") == expected
+            if v6:
+                assert fetch(f"http://[::1]:{port}/") == expected
             assert fetch(f"http://{dummy_address}:{port}/") == expected
             assert fetch(f"http://{web.settings['IPAddress']}/") == expected
             with container(mgr, "client") as (_, client):
@@ -424,6 +430,10 @@ def test_published_port(mgr: NetworkManager, webroot: Path, dummy_address: str) 
                 assert fetch(f"http://{dummy_address}:{port}/", client.netns_path) == expected
                 assert fetch(f"http://{dummy_address}:{port}/", web.netns_path) == expected
     assert _kernel_objects(mgr)["netns"] == []
+    assert not list(mgr.state_dir.glob("proxy-*"))  # the proxies ended with the container
+    with socket.socket(socket.AF_INET6) as probe:  # and [::]:PORT is free again
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        probe.bind(("::", port))
     mgr.destroy_all()  # the default bridge stays until then, as docker0 does
     objects = _kernel_objects(mgr)
     assert not objects["bridges"] and not objects["table"]
@@ -443,7 +453,8 @@ def test_publish_localhost_only_udp_and_publish_all(mgr: NetworkManager) -> None
         low, high = (
             int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
         )
-        assert len(auto) == 1 and low <= int(auto[0].split(":")[1]) <= high
+        assert len(auto) == 1 + proxy.host_has_ipv6()  # -P binds every address, [::] too
+        assert low <= int(auto[0].split(":")[1]) <= high
         echo = "import socket;s=socket.socket(2,2);s.bind(('0.0.0.0',53));d,a=s.recvfrom(99);s.sendto(d.upper(),a)"
         with in_netns(c.netns_path, sys.executable, "-c", echo):
             deadline = time.monotonic() + 5
@@ -469,6 +480,15 @@ def test_port_conflicts(mgr: NetworkManager) -> None:
             with container(mgr, "a", ports=parse_publish(f"{port}:80")):
                 pass
         assert err.value.exit_code == 125
+    if proxy.host_has_ipv6():  # taken on IPv6 only: Docker's tcp6 message, nothing kept
+        with socket.socket(socket.AF_INET6) as busy6:
+            busy6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            busy6.bind(("::", port))
+            busy6.listen()
+            with pytest.raises(Conflict, match=rf"listen tcp6 \[::\]:{port}: bind: address"):
+                with container(mgr, "a", ports=parse_publish(f"{port}:80")):
+                    pass
+        assert mgr.db.query("SELECT COUNT(*) FROM net_ports")[0][0] == 0
     with container(mgr, "a", ports=parse_publish(f"{port}:80")):
         with pytest.raises(Conflict, match="port is already allocated"):
             with container(mgr, "b", ports=parse_publish(f"127.0.0.1:{port}:81")):
@@ -545,8 +565,10 @@ def test_cli_port_command(dy: Any, dockyard_env: dict[str, str], resolv_file: Pa
         port = _free_port()
         cid = new_id()
         m.prepare(cid, "pweb", ContainerSpec(image="x", ports=parse_publish(f"{port}:80")), {})
-        assert dy("port", "pweb", check=True).stdout == f"80/tcp -> 0.0.0.0:{port}\n"
-        assert dy("port", cid[:10], "80").stdout == f"0.0.0.0:{port}\n"
+        v6 = proxy.host_has_ipv6()
+        out = dy("port", "pweb", check=True).stdout
+        assert out == f"80/tcp -> 0.0.0.0:{port}\n" + v6 * f"80/tcp -> :::{port}\n"
+        assert dy("port", cid[:10], "80").stdout == f"0.0.0.0:{port}\n" + v6 * f":::{port}\n"
         missing = dy("port", "pweb", "81/udp")
         assert (
             missing.returncode == 1

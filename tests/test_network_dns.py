@@ -33,6 +33,7 @@ from dockyard.config import Paths
 from dockyard.containers.spec import ContainerSpec
 from dockyard.db import Database
 from dockyard.errors import Conflict, NotFound
+from dockyard.network import proxy
 from dockyard.network.manager import NetworkManager
 
 
@@ -194,7 +195,8 @@ def test_engine_published_port_and_dns(engine: Any, webroot: Path) -> None:
         except OSError:
             time.sleep(0.2)
     assert body == "hello from the container\n"
-    assert dy("port", "www", check=True).stdout == f"80/tcp -> 0.0.0.0:{port}\n"
+    v6 = f"80/tcp -> :::{port}\n" if proxy.host_has_ipv6() else ""
+    assert dy("port", "www", check=True).stdout == f"80/tcp -> 0.0.0.0:{port}\n" + v6
     out = dy(
         "run",
         "--rm",

@@ -24,7 +24,7 @@ from dockyard.db import Database
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.ids import new_id
 from dockyard.network import config as netconfig
-from dockyard.network import dnsctl, firewall, gc, ipam, kernel, options, ports, store
+from dockyard.network import dnsctl, firewall, gc, ipam, kernel, options, ports, proxy, store
 from dockyard.network.store import Endpoint, NetContainer, NetworkRecord
 from dockyard.records import field, record
 
@@ -76,6 +76,9 @@ class Attacher:
 
     def netns_path(self, container_id: str) -> Path:
         return self.paths.runroot / "netns" / container_id
+
+    def _proxy_pids(self, container_id: str) -> Path:
+        return self.state_dir / f"proxy-{container_id[:12]}.pids"
 
     @property
     def dns_pidfile(self) -> Path:
@@ -162,6 +165,7 @@ class Attacher:
         rules = [
             firewall.PortRule(p.protocol, p.host_ip, p.host_port, p.container_ip, p.container_port)
             for p in store.ports(self.db.conn)
+            if ":" not in p.host_ip  # IPv6 bindings are proxied (proxy.py), not NATed
         ]
         self.state_dir.mkdir(parents=True, exist_ok=True)
         firewall.apply(self.cfg, bridges, rules, cache=self._ruleset_cache)
@@ -457,9 +461,15 @@ class Attacher:
                 if embedded is None and not net.builtin:
                     embedded = net.gateway
             bindings = ports.wanted_bindings(spec, image_config)
+            ipv6: list[tuple[store.PortRecord, Any]] = []
             if bindings and gw_ep is not None and gw_ep.ip:
                 with self.db.transaction() as conn:
-                    ports.allocate(conn, cid, name, gw_ep.ip, bindings)
+                    records = ports.allocate(conn, cid, name, gw_ep.ip, bindings)
+                    if proxy.host_has_ipv6():
+                        ipv6 = proxy.bind_ipv6(records, name)
+                        for row, _ in ipv6:
+                            store.insert_port(conn, row)
+                proxy.start(self._proxy_pids(cid), ipv6, self.paths.db)
             self.sync_firewall()
         gateway = gw_net.gateway if gw_net is not None else default_gw
         extra = options.split_extra_hosts(spec.extra_hosts, gateway)
@@ -511,6 +521,7 @@ class Attacher:
                     kernel.delete_link(ep.host_if or "")
                 except Exception:
                     pass
+        proxy.stop(self._proxy_pids(cid))
         had_ports = bool(store.ports(self.db.conn, cid))
         with self.db.transaction() as conn:
             for ep in active:

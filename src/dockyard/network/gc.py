@@ -42,6 +42,7 @@ def forget_store(cfg: NetConfig) -> None:
 
 
 def _kill_dns_servers(db_path: str) -> None:
+    """The store's DNS server and port proxies (their command lines name the store)."""
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -49,7 +50,8 @@ def _kill_dns_servers(db_path: str) -> None:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"dockyard.network.dns" in argv and db_path.encode() in argv:
+        ours = b"dockyard.network.dns" in argv or any(b"dockyard-proxy" in a for a in argv[:1])
+        if ours and db_path.encode() in argv:
             try:
                 os.kill(int(pid), signal.SIGTERM)
             except ProcessLookupError:

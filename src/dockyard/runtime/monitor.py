@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import os
 import struct
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,64 +66,12 @@ STDIN, STDOUT, STDERR, RESIZE, CLOSE_STDIN, EXIT, START, ERROR = range(8)
 _HEADER = struct.Struct(">BxxxI")
 _CHUNK = 65536  # largest STDIN frame we send
 
-_binary: str | None = None
-
-
-def _cache_dirs() -> list[Path]:
-    """Where to look for / build the binary: next to the source, else a cache dir."""
-    dirs = [SOURCE.parent]
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        dirs.append(Path(xdg) / "dockyard")
-    if os.geteuid() == 0:
-        dirs.append(Path("/var/cache/dockyard"))
-    dirs.append(Path.home() / ".cache" / "dockyard")
-    return dirs
-
 
 def monitor_binary() -> str:
-    """Path of the compiled monitor, building it on first use (atomically)."""
-    global _binary
-    if _binary is not None:
-        return _binary
-    try:
-        name = f"{BINARY_PREFIX}-{zlib.crc32(SOURCE.read_bytes()):08x}"
-    except OSError as e:
-        raise RuntimeFailure(f"container monitor source missing: {e}") from None
-    dirs = _cache_dirs()
-    for d in dirs:
-        if os.access(d / name, os.X_OK):
-            _binary = str(d / name)
-            return _binary
-    for d in dirs:
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(d, os.W_OK):
-            _binary = _build(d / name)
-            return _binary
-    raise RuntimeFailure(f"no writable directory to build the container monitor in: {dirs}")
+    """Path of the compiled monitor, building it on first use."""
+    from dockyard import cbuild
 
-
-def _build(target: Path) -> str:
-    import subprocess
-
-    tmp = target.with_name(f".{target.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
-    cc = os.environ.get("CC", "cc")
-    try:
-        proc = subprocess.run(
-            [cc, "-O2", "-Wall", "-o", str(tmp), str(SOURCE)], capture_output=True, text=True
-        )
-    except FileNotFoundError:
-        raise RuntimeFailure(
-            f"cannot build the container monitor: C compiler {cc!r} not found (apt-get install gcc)"
-        ) from None
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeFailure(f"cannot build the container monitor: {proc.stderr.strip()}")
-    os.rename(tmp, target)  # atomic: concurrent builders produce the same file
-    return str(target)
+    return cbuild.binary(SOURCE, BINARY_PREFIX, "container monitor")
 
 
 @record
