@@ -4,9 +4,10 @@ A simulated container (its namespace, veth and rules made by NetworkManager.prep
 as for a real one) runs busybox httpd; a Python client measures bulk throughput
 (a large file) and requests per second (a new connection per small request, since
 busybox httpd closes each connection: this is what conntrack/NAT cost shows in).
-Rounds alternate between the two targets and the medians are compared.
+Rounds alternate between the two targets (which goes first alternates too) and the
+medians are compared.
 
-Run as root: ``python bench/bench_ports.py [--size-mb 256] [--seconds 3] [--rounds 5]``.
+Run as root: ``python bench/bench_ports.py [--size-mb 256] [--seconds 3] [--rounds 9]``.
 Traffic stays on this machine (loopback and a bridge the benchmark creates); every
 object is removed at the end.
 """
@@ -91,7 +92,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mb", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root (network namespaces, bridges, nftables)", file=sys.stderr)
@@ -144,8 +145,11 @@ def main() -> int:
             rps(h, p, 0.3)
         # short alternating slices, so background load hits both targets alike
         slices = max(1, int(args.seconds / 0.25))
-        for _ in range(args.rounds):
-            for name, (h, p) in targets.items():
+        for round_no in range(args.rounds):
+            order = list(targets.items())
+            if round_no % 2:  # neither target always goes first (page cache, CPU clocks)
+                order.reverse()
+            for name, (h, p) in order:
                 results[name]["mbps"].append(throughput(h, p, size))
             counts = dict.fromkeys(targets, 0.0)
             for _ in range(slices):
