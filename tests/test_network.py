@@ -431,6 +431,8 @@ def test_published_port(mgr: NetworkManager, webroot: Path, dummy_address: str) 
                 assert fetch(f"http://{dummy_address}:{port}/", web.netns_path) == expected
     assert _kernel_objects(mgr)["netns"] == []
     assert not list(mgr.state_dir.glob("proxy-*"))  # the proxies ended with the container
+    with container(mgr, "v4", ports=parse_publish(f"0.0.0.0:{port}:80")) as (cid, _):
+        assert mgr.port_lines(cid) == [f"80/tcp -> 0.0.0.0:{port}"]  # IPv4 asked for: no [::]
     with socket.socket(socket.AF_INET6) as probe:  # and [::]:PORT is free again
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
         probe.bind(("::", port))

@@ -465,8 +465,9 @@ class Attacher:
             if bindings and gw_ep is not None and gw_ep.ip:
                 with self.db.transaction() as conn:
                     records = ports.allocate(conn, cid, name, gw_ep.ip, bindings)
-                    if proxy.host_has_ipv6():
-                        ipv6 = proxy.bind_ipv6(records, name)
+                    if proxy.host_has_ipv6():  # no host address given: IPv6 as well
+                        every = [r for b, r in zip(bindings, records, strict=True) if not b.host_ip]
+                        ipv6 = proxy.bind_ipv6(every, name)
                         for row, _ in ipv6:
                             store.insert_port(conn, row)
                 proxy.start(self._proxy_pids(cid), ipv6, self.paths.db)
