@@ -53,6 +53,7 @@ COMMAND_MODULES: dict[str, str] = {
     "cp": "fs_commands",
     "diff": "fs_commands",
     "export": "fs_commands",
+    "events": "events_commands",
     "version": "misc_commands",
     "info": "misc_commands",
     "system reset": "misc_commands",
@@ -112,6 +113,7 @@ ALIASES: dict[str, str] = {
     "image build": "build",
     "buildx build": "build",
     "system info": "info",
+    "system events": "events",
     "image pull": "pull",
     "image push": "push",
 }

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dockyard import events
 from dockyard.config import Paths, find_runtime
 from dockyard.containers import rootfs
 from dockyard.containers.spec import ContainerSpec
@@ -255,7 +256,9 @@ class ContainerManager:
         except BaseException:
             rootfs.remove(self.paths, container_id)
             raise
-        return Container(container_id, name, image.id, spec.image, created, spec, config)
+        container = Container(container_id, name, image.id, spec.image, created, spec, config)
+        events.container(self.paths.root, container, "create")
+        return container
 
     # -- start --------------------------------------------------------------
 
@@ -278,6 +281,7 @@ class ContainerManager:
             except BaseException as err:
                 self._undo_start(container, err)
                 raise
+        events.container(self.paths.root, container, "start")
         return container
 
     def _start_locked(self, container: Container, *, attach: bool) -> None:
@@ -458,6 +462,8 @@ class ContainerManager:
             container.state = merge_monitor_state(container.state, values)
         if container.state.status in LIVE_STATUSES:
             container.state.status = "exited"
+        code = str(container.state.exit_code)
+        events.container(self.paths.root, container, "die", exitCode=code)
         container.state.pid = 0
         container.state.monitor_pid = 0
         if container.state.finished_at.startswith("0001"):
@@ -475,12 +481,16 @@ class ContainerManager:
         self._save_state(container)
 
     def _signal(self, container: Container, signal: str | int) -> None:
+        from dockyard.runtime.runc import parse_signal
+
         try:
             self.runc.kill(container.id, signal)
         except DockyardError as err:
             if "not running" in str(err) or "does not exist" in str(err):
                 return
             raise
+        number = str(parse_signal(signal))
+        events.container(self.paths.root, container, "kill", signal=number)
 
     def wait_exit(self, container: Container, timeout: float | None) -> bool:
         """Wait until the monitor reports the container exited; False on timeout."""
@@ -530,6 +540,7 @@ class ContainerManager:
                 self._signal(container, "KILL")
                 self.wait_exit(container, None)
             self._cleanup_locked(container)
+        events.container(self.paths.root, container, "stop")
 
     def kill(self, container: Container, signal: str = "KILL") -> None:
         from dockyard.runtime.runc import parse_signal
@@ -551,12 +562,14 @@ class ContainerManager:
             raise Conflict(f"Container {container.id} is already paused")
         self.runc.pause(container.id)
         (self.paths.container_run_dir(container.id) / "paused").touch()
+        events.container(self.paths.root, container, "pause")
 
     def unpause(self, container: Container) -> None:
         if container.state.status != "paused":
             raise Conflict(f"Container {container.id} is not paused")
         self.runc.resume(container.id)
         (self.paths.container_run_dir(container.id) / "paused").unlink(missing_ok=True)
+        events.container(self.paths.root, container, "unpause")
 
     # -- remove / rename / prune --------------------------------------------
 
@@ -592,6 +605,7 @@ class ContainerManager:
         rootfs.remove(self.paths, container.id)
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM containers WHERE id = ?", (container.id,))
+        events.container(self.paths.root, container, "destroy")
         if not self.db.query(
             "SELECT 1 FROM tags WHERE image_id = ? LIMIT 1", (container.image_id,)
         ):
@@ -631,6 +645,8 @@ class ContainerManager:
                 )
         except sqlite3.IntegrityError:
             raise _name_conflict(new_name, self.db) from None
+        old_name, container.name = container.name, new_name
+        events.container(self.paths.root, container, "rename", oldName=f"/{old_name}")
 
     def release_stale_networks(self) -> None:
         """Network state of containers that no longer run (a crash between steps)."""

@@ -11,7 +11,7 @@ import json
 import os
 from typing import TYPE_CHECKING
 
-from dockyard import records
+from dockyard import events, records
 from dockyard.containers.spec import RestartPolicy
 from dockyard.errors import DockyardError, InvalidArgument
 
@@ -77,6 +77,7 @@ def _update(
                 "UPDATE containers SET spec = ? WHERE id = ?",
                 (json.dumps(spec.to_dict()), container.id),
             )
+        events.container(manager.paths.root, container, "update")
 
 
 def _write_policy(path: os.PathLike[str], policy: RestartPolicy) -> None:

@@ -463,6 +463,7 @@ class ImageStore:
                 "UPDATE image_records SET last_tag_time = ? WHERE image_id = ?",
                 (now_rfc3339(), image_id),
             )
+        self._event("tag", image_id, refmod.familiar(name))
 
     # -- import / commit ------------------------------------------------------
 
@@ -482,9 +483,11 @@ class ImageStore:
         """
         from dockyard.images.create import import_image
 
-        return import_image(
+        image = import_image(
             self, fileobj, changes or [], message, reference, source=source, platform=platform
         )
+        self._event("import", image.id, reference or image.id)
+        return image
 
     def commit(
         self,
@@ -562,7 +565,10 @@ class ImageStore:
         """``docker rmi``: ("Untagged", "busybox:latest") / ("Deleted", "sha256:...") records."""
         from dockyard.images.remove import remove_image
 
-        return remove_image(self, ref, force=force, prune=prune)
+        records = remove_image(self, ref, force=force, prune=prune)
+        for kind, value in records:
+            self._event("untag" if kind == "Untagged" else "delete", value, value)
+        return records
 
     def prune(
         self, all: bool = False, filters: dict[str, builtins.list[str]] | None = None
@@ -584,12 +590,23 @@ class ImageStore:
         from dockyard.images.archive import save
 
         save(self, refs, out)
+        for ref in refs:
+            self._event("save", ref, ref)
 
     def load(self, fileobj: Readable) -> builtins.list[str]:
         """``docker load``: "Loaded image: ..." messages; all or nothing."""
         from dockyard.images.archive import load
 
-        return load(self, fileobj)
+        messages = load(self, fileobj)
+        for message in messages:
+            name = message.split(": ", 1)[-1]
+            self._event("load", name, name)
+        return messages
+
+    def _event(self, action: str, actor: str, name: str) -> None:
+        from dockyard import events
+
+        events.emit(self.paths.root, "image", action, actor, {"name": name})
 
 
 def _compression_of(media_type: str) -> str:

@@ -141,7 +141,14 @@ class NetworkManager(Attacher):
                     conn.execute("DELETE FROM networks WHERE id = ?", (net_id,))
                 self._sync_quietly()
                 raise
+        self._event("create", record)
         return record
+
+    def _event(self, action: str, net: NetworkRecord, **extra: str) -> None:
+        from dockyard import events
+
+        attributes = {"name": net.name, "type": net.driver, **extra}
+        events.emit(self.paths.root, "network", action, net.id, attributes)
 
     def remove(self, ref: str) -> NetworkRecord:
         net = self.get(ref)
@@ -159,6 +166,7 @@ class NetworkManager(Attacher):
             self._stop_dns(net)
             kernel.delete_link(net.bridge or "")
             self.sync_firewall()
+        self._event("destroy", net)
         return net
 
     def prune(self, filters: dict[str, builtins.list[str]] | None = None) -> builtins.list[str]:
@@ -241,6 +249,7 @@ class NetworkManager(Attacher):
                             (net.id, container_id),
                         )
                     raise
+        self._event("connect", net, container=container_id)
 
     def disconnect(self, ref: str, container_id: str, *, force: bool = False) -> None:
         net = self.get(ref)
@@ -267,6 +276,7 @@ class NetworkManager(Attacher):
                     "DELETE FROM net_endpoints WHERE network_id = ? AND container_id = ?",
                     (net.id, container_id),
                 )
+        self._event("disconnect", net, container=container_id)
 
     # -- inspect ------------------------------------------------------------------
 

@@ -526,6 +526,9 @@ def pull(
         puller.client.close()
     status = "Downloaded newer image for" if changed else "Image is up to date for"
     progress.line(f"Status: {status} {ref.familiar()}")
+    from dockyard import events
+
+    events.emit(store.paths.root, "image", "pull", ref.familiar(), {"name": ref.familiar_name()})
     return image
 
 

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from dockyard import events
 from dockyard.errors import DockyardError, NotFound
 from dockyard.images.reference import Reference
 from dockyard.records import record
@@ -469,6 +470,10 @@ def push(
             image = store.get(image_id)
             digest, _size = pusher.push_tag(image, tag)
             results.append((repo.with_tag(tag).string(), digest))
+            tagged = repo.with_tag(tag)
+            events.emit(
+                store.paths.root, "image", "push", tagged.familiar(), {"name": repo.familiar()}
+            )
     except DockyardError:
         raise
     finally:

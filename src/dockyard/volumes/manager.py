@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dockyard import events
 from dockyard.config import Paths
 from dockyard.containers.spec import ContainerSpec, Mount
 from dockyard.db import Database
@@ -252,8 +253,10 @@ class VolumeManager:
         """``volume create``: a new volume, or the existing one of that name (as Docker)."""
         self.ensure_schema()
         with self.db.transaction() as conn:
-            volume, _ = self.insert(conn, name, driver, labels, options)
+            volume, new = self.insert(conn, name, driver, labels, options)
         self.materialize(volume)
+        if new:
+            events.emit(self.paths.root, "volume", "create", volume.name, {"driver": driver})
         return volume
 
     def get(self, name: str) -> Volume:
@@ -331,6 +334,7 @@ class VolumeManager:
                     raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
                 trash = self._detach(name)
                 conn.execute("DELETE FROM volumes WHERE name = ?", (name,))
+        events.emit(self.paths.root, "volume", "destroy", name, {"driver": row["driver"]})
         if trash is not None:
             import shutil
 
