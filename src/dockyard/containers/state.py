@@ -9,13 +9,13 @@ died, a machine that restarted).
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from dockyard import records
+from dockyard.procs import pid_alive
 from dockyard.records import field, record
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -78,23 +78,6 @@ class ContainerState:
     def from_dict(cls, data: dict[str, Any]) -> ContainerState:
         known = {f.name for f in records.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie is not alive
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
 
 
 def read_monitor_state(run_dir: Path) -> dict[str, str] | None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dockyard.network.kernel import NetworkError
+from dockyard.procs import pid_alive, wait_gone
 
 
 def _pid_of(pidfile: Path, db: Path) -> int | None:
@@ -24,18 +25,9 @@ def _pid_of(pidfile: Path, db: Path) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
-    if b"dockyard.network.dns" in cmdline and os.fsencode(db) in cmdline and _alive(pid):
+    if b"dockyard.network.dns" in cmdline and os.fsencode(db) in cmdline and pid_alive(pid):
         return pid
     return None
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process exists and is not a zombie (which init may be slow to reap)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def running(pidfile: Path, db: Path) -> bool:
@@ -70,10 +62,10 @@ def serve(*, pidfile: Path, db: Path, address: str, resolv: str, log: Path) -> N
             os.kill(pid, signal.SIGHUP)
         except ProcessLookupError:
             pass
-        _wait_for(lambda: listening(address) or not _alive(pid), 5)
+        _wait_for(lambda: listening(address) or not pid_alive(pid), 5)
         if listening(address):
             return
-        if _alive(pid):
+        if pid_alive(pid):
             raise NetworkError(f"the embedded DNS server does not answer on {address}:53")
         _reap(pid)  # it was exiting (its last network had just gone): start a new one
     _start(pidfile=pidfile, db=db, address=address, resolv=resolv, log=log)
@@ -89,7 +81,7 @@ def release(pidfile: Path, db: Path, address: str) -> None:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
         return
-    _wait_for(lambda: not _alive(pid) or not listening(address), 3)
+    _wait_for(lambda: not pid_alive(pid) or not listening(address), 3)
     _reap(pid)
 
 
@@ -163,19 +155,9 @@ def stop(pidfile: Path, db: Path) -> None:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and _alive(pid):
+        if not wait_gone(pid, 3):
             try:
-                # reap it when we are its parent (started in this process)
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    break
-            except ChildProcessError:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
                 pass
-            time.sleep(0.01)
-        else:
-            if _alive(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
     pidfile.unlink(missing_ok=True)

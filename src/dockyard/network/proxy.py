@@ -19,6 +19,7 @@ from pathlib import Path
 
 from dockyard.errors import Conflict
 from dockyard.network.store import PortRecord
+from dockyard.procs import wait_gone
 
 SOURCE = Path(__file__).resolve().parent / "proxy" / "proxy.c"
 BINARY_PREFIX = "dockyard-proxy"
@@ -122,25 +123,6 @@ def stop(state_file: Path) -> None:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             continue
-        _wait_gone(pid)  # its port is free for the next container when we return
+        wait_gone(pid, 2)  # its port is free for the next container when we return
     state_file.unlink(missing_ok=True)
     state_file.with_suffix(".log").unlink(missing_ok=True)
-
-
-def _wait_gone(pid: int, timeout: float = 2.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our child: reaped
-                return
-        except ChildProcessError:
-            pass
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rpartition(")")[2].split()[0] == "Z":
-                    return  # dead, waiting for init to reap it
-        except OSError:
-            return
-        time.sleep(0.002)
