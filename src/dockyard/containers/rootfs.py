@@ -84,8 +84,9 @@ def init_layer(paths: Paths) -> Path:
     if init.is_dir():
         return init
     init.parent.mkdir(parents=True, exist_ok=True)
-    tmp = init.with_name(f"init.{os.getpid()}.tmp")
-    tmp.mkdir(exist_ok=True)
+    # unique per call: threads of one command (compose) may build it at the same time
+    tmp = init.with_name(f"init.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    tmp.mkdir()
     for d in _INIT_DIRS:
         (tmp / d).mkdir(0o755, exist_ok=True)
     for f in _INIT_FILES:
