@@ -77,8 +77,11 @@ def read(root: Path, since_ns: int = 0, until_ns: int | None = None) -> Iterator
 def follow(root: Path, until_ns: int | None = None, poll: float = 0.1) -> Iterator[dict[str, Any]]:
     """Events as they are recorded from now on, until ``until_ns`` (or forever)."""
     path = root / FILE
-    position = path.stat().st_size if path.exists() else 0
-    inode = path.stat().st_ino if path.exists() else 0
+    try:
+        st = path.stat()
+        position, inode = st.st_size, st.st_ino
+    except FileNotFoundError:
+        position, inode = 0, 0
     pending = b""
     while until_ns is None or time.time_ns() <= until_ns:
         try:

@@ -23,16 +23,19 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def reap(pid: int) -> bool:
+    """Collect ``pid``'s exit if it is our child and has ended; whether it was."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:
+        return False
+
+
 def wait_gone(pid: int, timeout: float) -> bool:
     """Wait for ``pid`` to end (reaping it if it is our child); False on timeout."""
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return True
-        except ChildProcessError:
-            pass
-        if not pid_alive(pid):
+        if reap(pid) or not pid_alive(pid):
             return True
         if time.monotonic() >= deadline:
             return False

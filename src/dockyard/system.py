@@ -7,6 +7,7 @@ volume in use by any container is active.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from dockyard.records import field, record
@@ -48,12 +49,8 @@ def disk_usage(manager: ContainerManager) -> list[Usage]:
     layer_size = {
         r["diff_id"]: int(r["size"]) for r in manager.db.query("SELECT diff_id, size FROM layers")
     }
-    users: dict[str, int] = {}
-    for image in images:
-        for diff_id in set(image.layers):
-            users[diff_id] = users.get(diff_id, 0) + 1
-    all_layers = {d for image in images for d in image.layers}
-    images_size = sum(layer_size.get(d, 0) for d in all_layers)
+    users = Counter(d for image in images for d in set(image.layers))  # images per layer
+    images_size = sum(layer_size.get(d, 0) for d in users)
     containers = manager.list()
     in_use = {c.image_id for c in containers}
     kept = 0
@@ -63,7 +60,8 @@ def disk_usage(manager: ContainerManager) -> list[Usage]:
             shared = sum(layer_size.get(d, 0) for d in layers if users[d] > 1)
             kept += sum(layer_size.get(d, 0) for d in layers) - shared
     sizes = {c.id: tree_size(manager.paths.container_dir(c.id) / "upper") for c in containers}
-    running = [c for c in containers if c.running]
+    running = sum(1 for c in containers if c.running)
+    stopped_size = sum(sizes[c.id] for c in containers if not c.running)
 
     vm = manager.volumes
     volumes = vm.list()
@@ -82,21 +80,15 @@ def disk_usage(manager: ContainerManager) -> list[Usage]:
             len(in_use & {i.id for i in images}),
             images_size,
             max(images_size - kept, 0),
-        ),  # fmt: skip
-        Usage(
-            "Containers",
-            len(containers),
-            len(running),
-            sum(sizes.values()),
-            sum(size for cid, size in sizes.items() if cid not in {c.id for c in running}),
-        ),  # fmt: skip
+        ),
+        Usage("Containers", len(containers), running, sum(sizes.values()), stopped_size),
         Usage(
             "Local Volumes",
             len(volumes),
             sum(1 for v in volumes if linked.get(v.name)),
             sum(volume_size.values()),
             sum(s for name, s in volume_size.items() if not linked.get(name)),
-        ),  # fmt: skip
+        ),
         Usage("Build Cache", len(cache.entries()), 0, cache_size, cache_size),
     ]
 
@@ -114,9 +106,8 @@ def prune(
 
     filters = filters or {}
     report = PruneReport()
-    report.containers, reclaimed = manager.prune()
+    report.containers, reclaimed = manager.prune()  # releases stale networks first
     report.reclaimed += reclaimed
-    manager.release_stale_networks()
     network_filters = {k: v for k, v in filters.items() if k in ("until", "label", "label!")}
     report.networks = manager.networks.prune(network_filters)
     if volumes:

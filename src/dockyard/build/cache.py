@@ -65,11 +65,13 @@ class BuildCache:
 
     def only_cached(self) -> list[str]:
         """The cached images nothing else keeps: untagged, no children, no container."""
+        from dockyard.errors import DockyardError
+
         out = []
         for _key, image_id in self.entries():
             try:
                 image = self.images.get(image_id)
-            except Exception:  # noqa: BLE001 - gone already: nothing to count
+            except DockyardError:  # gone already: nothing to count
                 continue
             if image.tags or image.repo_digests or self.images.children(image_id):
                 continue

@@ -500,14 +500,11 @@ def _rename(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _prune(ctx: Context, args: argparse.Namespace) -> int:
-    from dockyard.cli.formatting import human_size
+    from dockyard.cli.formatting import confirm, human_size
 
-    if not args.force and sys.stdin.isatty():
-        answer = input(
-            "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
-        )
-        if answer.strip().lower() not in ("y", "yes"):
-            return 0
+    warning = "WARNING! This will remove all stopped containers."
+    if not args.force and sys.stdin.isatty() and not confirm(warning):
+        return 0
     removed, reclaimed = ctx.containers.prune()
     if removed:
         print("Deleted Containers:")

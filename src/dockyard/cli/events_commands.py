@@ -33,7 +33,7 @@ def execute(command: str, ctx: Context, args: argparse.Namespace) -> int:
         filters.setdefault(key, []).append(value)
     since = int(parse_until(args.since) * 1e9) if args.since else None
     until = int(parse_until(args.until) * 1e9) if args.until else None
-    names = _container_names(ctx)
+    names = _container_names(ctx) if "container" in filters else {}
     render = _renderer(args.format)
     ctx.paths.ensure()
     try:

@@ -302,15 +302,11 @@ def _prune(ctx: Context, mgr: NetworkManager, args: argparse.Namespace) -> int:
     for key in filters:
         if key not in ("until", "label", "label!"):
             raise InvalidArgument(f"invalid filter '{key}'")
-    if not args.force:
-        print(
-            "WARNING! This will remove all custom networks not used by at least one container.\n"
-            "Are you sure you want to continue? [y/N] ",
-            end="",
-            flush=True,
-        )
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return 0
+    from dockyard.cli.formatting import confirm
+
+    warning = "WARNING! This will remove all custom networks not used by at least one container."
+    if not args.force and not confirm(warning):
+        return 0
     removed = mgr.prune(filters)
     if removed:
         print("Deleted Networks:\n" + "".join(f"{n}\n" for n in removed))

@@ -173,21 +173,17 @@ def _rm(vm: VolumeManager, args: argparse.Namespace) -> int:
 
 
 def _prune(vm: VolumeManager, args: argparse.Namespace) -> int:
-    from dockyard.cli.formatting import human_size
+    from dockyard.cli.formatting import confirm, human_size
 
     filters = parse_filter_flags(args.filter)
     if args.all and "all" in filters:
         raise InvalidArgument("conflicting options: cannot specify both --all and --filter all=1")
     if not args.force:
         which = "all" if args.all else "anonymous"
-        print(
-            f"WARNING! This will remove {which} local volumes not used by at least one "
-            "container.\nAre you sure you want to continue? [y/N] ",
-            end="",
-            flush=True,
+        warning = (
+            f"WARNING! This will remove {which} local volumes not used by at least one container."
         )
-        answer = sys.stdin.readline().strip().lower()
-        if answer not in ("y", "yes"):
+        if not confirm(warning):
             print()
             return 0
     removed, reclaimed = vm.prune(all=args.all, filters=filters)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dockyard.network.kernel import NetworkError
-from dockyard.procs import pid_alive, wait_gone
+from dockyard.procs import pid_alive, reap, wait_gone
 
 
 def _pid_of(pidfile: Path, db: Path) -> int | None:
@@ -67,7 +67,7 @@ def serve(*, pidfile: Path, db: Path, address: str, resolv: str, log: Path) -> N
             return
         if pid_alive(pid):
             raise NetworkError(f"the embedded DNS server does not answer on {address}:53")
-        _reap(pid)  # it was exiting (its last network had just gone): start a new one
+        reap(pid)  # it was exiting (its last network had just gone): start a new one
     _start(pidfile=pidfile, db=db, address=address, resolv=resolv, log=log)
 
 
@@ -82,14 +82,7 @@ def release(pidfile: Path, db: Path, address: str) -> None:
     except ProcessLookupError:
         return
     _wait_for(lambda: not pid_alive(pid) or not listening(address), 3)
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    try:  # when this process started it
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    reap(pid)
 
 
 def _start(*, pidfile: Path, db: Path, address: str, resolv: str, log: Path) -> None:

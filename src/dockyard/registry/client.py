@@ -334,20 +334,21 @@ class RegistryClient:
         raise RegistryError(message, "UNREACHABLE")
 
     def _http_get(self, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
-        try:
-            response = self._send("GET", url, {"User-Agent": USER_AGENT, **headers}, None)
-        except OSError as err:
-            raise RegistryError(_dial_error(url, urlsplit(url).netloc, err)) from err
-        return response.status, response.read()
+        return self._token_exchange("GET", url, headers, None)
 
     def _http_post(self, url: str, form: str) -> tuple[int, bytes]:
         headers = {
-            "User-Agent": USER_AGENT,
             "Content-Type": "application/x-www-form-urlencoded",
             "Content-Length": str(len(form)),
         }
+        return self._token_exchange("POST", url, headers, form.encode())
+
+    def _token_exchange(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, bytes]:
+        """One request to a token server (no auth dance): (status, body)."""
         try:
-            response = self._send("POST", url, headers, form.encode())
+            response = self._send(method, url, {"User-Agent": USER_AGENT, **headers}, body)
         except OSError as err:
             raise RegistryError(_dial_error(url, urlsplit(url).netloc, err)) from err
         return response.status, response.read()
