@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from dockyard.cli import gofmt
@@ -33,6 +33,28 @@ def confirm(warning: str, *, inline: bool = False) -> bool:
     sys.stdout.flush()
     answer = sys.stdin.readline() if sys.stdin and not sys.stdin.closed else ""
     return answer.strip().lower() in ("y", "yes")
+
+
+def remove_each(refs: Sequence[str], remove: Callable[[str], bool]) -> int:
+    """``network rm``/``volume rm``: each name printed once removed (``remove`` returns
+    False for one to skip quietly), one "Error:" line per failure, the last raised."""
+    import sys
+
+    from dockyard.errors import DockyardError
+
+    errors: list[str] = []
+    for ref in refs:
+        try:
+            if remove(ref):
+                print(ref)
+        except DockyardError as err:
+            errors.append(str(err))
+    sys.stdout.flush()
+    for message in errors[:-1]:
+        print(f"Error: {message}", file=sys.stderr)
+    if errors:
+        raise DockyardError(errors[-1], exit_code=1)
+    return 0
 
 
 def _scaled(size: float, base: float, units: tuple[str, ...]) -> tuple[float, str]:

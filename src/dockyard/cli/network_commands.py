@@ -276,24 +276,18 @@ def _inspect(ctx: Context, mgr: NetworkManager, args: argparse.Namespace) -> int
 
 
 def _rm(ctx: Context, mgr: NetworkManager, args: argparse.Namespace) -> int:
-    errors: list[str] = []
-    for ref in args.networks:
+    from dockyard.cli.formatting import remove_each
+
+    def remove(ref: str) -> bool:
         try:
             mgr.remove(ref)
-        except NotFound as err:
-            if not args.force:
-                errors.append(str(err))
-            continue
-        except DockyardError as err:
-            errors.append(str(err))
-            continue
-        print(ref)
-    sys.stdout.flush()
-    for message in errors[:-1]:
-        print(f"Error: {message}", file=sys.stderr)
-    if errors:
-        raise DockyardError(errors[-1], exit_code=1)
-    return 0
+        except NotFound:
+            if args.force:
+                return False  # -f: a missing network is no error
+            raise
+        return True
+
+    return remove_each(args.networks, remove)
 
 
 def _prune(ctx: Context, mgr: NetworkManager, args: argparse.Namespace) -> int:

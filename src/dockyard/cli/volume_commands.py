@@ -156,20 +156,13 @@ def _inspect(vm: VolumeManager, args: argparse.Namespace) -> int:
 
 
 def _rm(vm: VolumeManager, args: argparse.Namespace) -> int:
-    errors: list[str] = []
-    for name in args.volumes:
-        try:
-            vm.remove(name, force=args.force)
-        except DockyardError as err:
-            errors.append(str(err))
-            continue
-        print(name)
-    sys.stdout.flush()
-    for message in errors[:-1]:
-        print(f"Error: {message}", file=sys.stderr)
-    if errors:
-        raise DockyardError(errors[-1], exit_code=1)
-    return 0
+    from dockyard.cli.formatting import remove_each
+
+    def remove(name: str) -> bool:
+        vm.remove(name, force=args.force)
+        return True
+
+    return remove_each(args.volumes, remove)
 
 
 def _prune(vm: VolumeManager, args: argparse.Namespace) -> int:
